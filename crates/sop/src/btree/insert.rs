@@ -1,0 +1,177 @@
+//! Insertion: place the item in its leaf, then split (or redistribute) upwards.
+//!
+//! A full leaf is split in two halves and the first (key, id) of the right half becomes the
+//! separator in the parent; a full internal node is split around its middle separator, which
+//! moves up. A root split makes a new root. With `leaf_load_balancing`, a full leaf first
+//! moves items to an adjacent sibling with room (updating one separator), and splits only when
+//! both siblings are full.
+
+use std::cmp::Ordering;
+
+use super::{descend, lower_bound, Item, Node, NodeStore, Path, Sep, Shape};
+use crate::error::{Error, Result};
+use crate::registry::LogicalId;
+
+/// Inserts `item`. Returns `Ok(false)` (and changes nothing) when the store is unique and the
+/// key exists.
+pub fn insert<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, item: Item) -> Result<bool> {
+    if *root == 0 {
+        *root = store.alloc(Node::Leaf(vec![item]));
+        return Ok(true);
+    }
+    let mut path = Path::new();
+    let (leaf_id, leaf) = descend(store, shape, *root, &item.key, item.id, &mut path)?;
+    let Node::Leaf(items) = &*leaf else {
+        return Err(Error::InvalidArgument("descent ended on an internal node".into()));
+    };
+    let pos = lower_bound(shape, items, &item.key, item.id);
+    if shape.order.unique {
+        if let Some(existing) = items.get(pos) {
+            if shape.order.keys(&existing.key, &item.key) == Ordering::Equal {
+                return Ok(false);
+            }
+        }
+    }
+    drop(leaf);
+    let len = {
+        let Node::Leaf(items) = store.node_mut(leaf_id)? else {
+            return Ok(false);
+        };
+        items.insert(pos, item);
+        items.len()
+    };
+    if len > shape.slot_length {
+        if shape.leaf_load_balancing && !path.is_empty() && balance_leaf(store, shape, &path, leaf_id)? {
+            return Ok(true);
+        }
+        split_leaf(store, shape, root, path, leaf_id)?;
+    }
+    Ok(true)
+}
+
+fn split_leaf<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, path: Path, id: LogicalId) -> Result<()> {
+    let right = {
+        let Node::Leaf(items) = store.node_mut(id)? else {
+            return Ok(());
+        };
+        let half = items.len() / 2;
+        items.split_off(half)
+    };
+    let sep = match right.first() {
+        Some(f) => Sep {
+            key: f.key.clone(),
+            id: f.id,
+        },
+        None => return Ok(()),
+    };
+    let right_id = store.alloc(Node::Leaf(right));
+    insert_into_parent(store, shape, root, path, id, sep, right_id)
+}
+
+fn insert_into_parent<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: &mut LogicalId,
+    mut path: Path,
+    left: LogicalId,
+    sep: Sep,
+    right: LogicalId,
+) -> Result<()> {
+    let Some((pid, idx)) = path.pop() else {
+        *root = store.alloc(Node::Internal {
+            seps: vec![sep],
+            children: vec![left, right],
+        });
+        return Ok(());
+    };
+    let split = {
+        let Node::Internal { seps, children } = store.node_mut(pid)? else {
+            return Err(Error::InvalidArgument("parent on the path is a leaf".into()));
+        };
+        seps.insert(idx, sep);
+        children.insert(idx + 1, right);
+        if seps.len() > shape.slot_length {
+            let mid = seps.len() / 2;
+            let mut right_seps = seps.split_off(mid);
+            let promoted = right_seps.remove(0);
+            let right_children = children.split_off(mid + 1);
+            Some((promoted, right_seps, right_children))
+        } else {
+            None
+        }
+    };
+    if let Some((promoted, seps, children)) = split {
+        let new_right = store.alloc(Node::Internal { seps, children });
+        insert_into_parent(store, shape, root, path, pid, promoted, new_right)?;
+    }
+    Ok(())
+}
+
+/// Moves items of the overfull leaf `id` to a sibling with room. Returns false when both
+/// siblings are full (the caller splits).
+fn balance_leaf<S: NodeStore>(store: &mut S, shape: &Shape, path: &Path, id: LogicalId) -> Result<bool> {
+    let Some(&(pid, idx)) = path.last() else {
+        return Ok(false);
+    };
+    let parent = store.node(pid)?;
+    let Node::Internal { children, .. } = &*parent else {
+        return Ok(false);
+    };
+    let left = if idx > 0 { children.get(idx - 1).copied() } else { None };
+    let right = children.get(idx + 1).copied();
+    drop(parent);
+    let len = store.node(id)?.len();
+    if let Some(lid) = left {
+        let llen = store.node(lid)?.len();
+        if llen < shape.slot_length {
+            let m = (llen + len) / 2 - llen;
+            if m >= 1 {
+                let moved: Vec<Item> = match store.node_mut(id)? {
+                    Node::Leaf(items) => items.drain(..m).collect(),
+                    Node::Internal { .. } => return Ok(false),
+                };
+                let new_first = match store.node(id)?.as_ref() {
+                    Node::Leaf(items) => items.first().map(|f| Sep {
+                        key: f.key.clone(),
+                        id: f.id,
+                    }),
+                    Node::Internal { .. } => None,
+                };
+                if let Node::Leaf(items) = store.node_mut(lid)? {
+                    items.extend(moved);
+                }
+                if let (Some(sep), Node::Internal { seps, .. }) = (new_first, store.node_mut(pid)?) {
+                    seps[idx - 1] = sep;
+                }
+                return Ok(true);
+            }
+        }
+    }
+    if let Some(rid) = right {
+        let rlen = store.node(rid)?.len();
+        if rlen < shape.slot_length {
+            let m = (rlen + len) / 2 - rlen;
+            if m >= 1 {
+                let moved: Vec<Item> = match store.node_mut(id)? {
+                    Node::Leaf(items) => {
+                        let at = items.len() - m;
+                        items.split_off(at)
+                    }
+                    Node::Internal { .. } => return Ok(false),
+                };
+                let sep = moved.first().map(|f| Sep {
+                    key: f.key.clone(),
+                    id: f.id,
+                });
+                if let Node::Leaf(items) = store.node_mut(rid)? {
+                    items.splice(0..0, moved);
+                }
+                if let (Some(sep), Node::Internal { seps, .. }) = (sep, store.node_mut(pid)?) {
+                    seps[idx] = sep;
+                }
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}

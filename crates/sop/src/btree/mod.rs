@@ -1,0 +1,148 @@
+//! B+tree algorithms over a [`NodeStore`]: search, insert with split (or sibling
+//! redistribution), delete with merge and borrow, and cursor positioning.
+//!
+//! The algorithms know nothing of files, caches or transactions: the transaction layer
+//! implements [`NodeStore`] (copy-on-write of the nodes it changes, reads through its
+//! snapshot). Items live only in leaves; internal nodes hold separators.
+//!
+//! # Order
+//!
+//! Items are ordered by key (bytes, or a custom comparator), then, in stores with duplicate
+//! keys, by item id *descending*, so the newest duplicate comes first (as in SOP). In unique
+//! stores the id is never compared. Searching for the bound `(key, ItemId::MAX)` lands on the
+//! first item with `key`; `(key, 0)` on its last.
+//!
+//! # Invariants
+//!
+//! - every leaf but the root holds at least one item; every node holds at most `slot_length`
+//!   items (separators for internal nodes);
+//! - all leaves are at the same depth;
+//! - separators bound their subtrees (see [`node`]).
+
+mod cursor;
+mod delete;
+mod insert;
+pub mod node;
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+pub use cursor::{first, last, seek, step_next, step_prev, Pos, Seek};
+pub use delete::remove;
+pub use insert::insert;
+pub use node::{Item, ItemId, Node, Sep, ValueRef};
+
+use crate::error::Result;
+use crate::registry::LogicalId;
+
+/// A custom key comparator over encoded keys.
+pub type Comparator = Arc<dyn Fn(&[u8], &[u8]) -> Ordering + Send + Sync>;
+
+/// The order of one store.
+#[derive(Clone)]
+pub struct Order {
+    /// Custom key comparator; `None` means byte order.
+    pub custom: Option<Comparator>,
+    /// Unique keys: item ids are not compared.
+    pub unique: bool,
+}
+
+impl std::fmt::Debug for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Order")
+            .field("custom", &self.custom.is_some())
+            .field("unique", &self.unique)
+            .finish()
+    }
+}
+
+impl Order {
+    /// Compares two keys.
+    #[must_use]
+    pub fn keys(&self, a: &[u8], b: &[u8]) -> Ordering {
+        match &self.custom {
+            Some(c) => c(a, b),
+            None => a.cmp(b),
+        }
+    }
+
+    /// Compares (key, id) pairs in the store's full order.
+    #[must_use]
+    pub fn full(&self, ak: &[u8], aid: ItemId, bk: &[u8], bid: ItemId) -> Ordering {
+        match self.keys(ak, bk) {
+            Ordering::Equal if !self.unique => bid.cmp(&aid),
+            o => o,
+        }
+    }
+}
+
+/// Where the algorithms get and put nodes.
+pub trait NodeStore {
+    /// Reads a node.
+    fn node(&mut self, id: LogicalId) -> Result<Arc<Node>>;
+    /// A node to modify in place (copied on first write in a transaction).
+    fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
+    /// Stores a new node, returning its new logical id.
+    fn alloc(&mut self, node: Node) -> LogicalId;
+    /// Frees a node that is no longer referenced.
+    fn free(&mut self, id: LogicalId);
+}
+
+/// The shape parameters of one tree.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Order of items.
+    pub order: Order,
+    /// Maximum items (or separators) per node.
+    pub slot_length: usize,
+    /// Redistribute to a sibling before splitting a full leaf.
+    pub leaf_load_balancing: bool,
+}
+
+impl Shape {
+    /// Fewest items a non-root node keeps before it is merged or refilled.
+    #[must_use]
+    pub fn min_fill(&self) -> usize {
+        (self.slot_length / 4).max(1)
+    }
+}
+
+/// A path from the root: (internal node, index of the child taken).
+pub type Path = Vec<(LogicalId, usize)>;
+
+/// Index of the child of an internal node to descend into for target `(key, id)`.
+fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
+    seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
+}
+
+/// Walks from `root` to the leaf that covers `(key, id)`, filling `path`.
+pub fn descend<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: LogicalId,
+    key: &[u8],
+    id: ItemId,
+    path: &mut Path,
+) -> Result<(LogicalId, Arc<Node>)> {
+    path.clear();
+    let mut cur = root;
+    loop {
+        let node = store.node(cur)?;
+        match &*node {
+            Node::Leaf(_) => return Ok((cur, node)),
+            Node::Internal { seps, children } => {
+                let i = child_index(shape, seps, key, id);
+                path.push((cur, i));
+                cur = children.get(i).copied().unwrap_or_default();
+            }
+        }
+    }
+}
+
+/// Position of the first item `>= (key, id)` in a leaf.
+pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId) -> usize {
+    items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)
+}
+
+#[cfg(test)]
+mod tests;

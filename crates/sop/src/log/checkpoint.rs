@@ -1,0 +1,139 @@
+//! The checkpoint: the whole catalog and registry as of one commit, so recovery replays only
+//! the log after it.
+//!
+//! ```text
+//! checkpoint.sop: magic "SOPCKPT1" | format u32 | payload length u64 | crc u32 | payload
+//! payload: seq u64 | batch u64 | log segment u32 | log offset u64 | next_logical u64 |
+//!          next_item u64 | next_store u32 | store count varint | store metas |
+//!          entry count varint | entries
+//! ```
+//!
+//! It is replaced atomically: written to `checkpoint.tmp`, synced, renamed over
+//! `checkpoint.sop`, and the folder synced. The log up to the recorded position is synced
+//! before the checkpoint is written, so everything it points at is durable.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::record::{self, get_entry, get_meta, put_entry, put_meta, ENTRY_BYTES};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::error::{Error, Result};
+use crate::state::DbState;
+use crate::storage::{OpenMode, Storage};
+
+const MAGIC: &[u8; 8] = b"SOPCKPT1";
+const FORMAT: u32 = 1;
+const HEADER: usize = 24;
+/// File name of the checkpoint.
+pub const FILE: &str = "checkpoint.sop";
+const TMP: &str = "checkpoint.tmp";
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The state.
+    pub state: DbState,
+    /// Log position right after the last commit the state includes.
+    pub seg: u32,
+    /// See `seg`.
+    pub off: u64,
+}
+
+/// Writes a checkpoint of `state`, whose last commit ends at log position (`seg`, `off`).
+pub fn write_checkpoint(storage: &dyn Storage, dir: &Path, state: &DbState, seg: u32, off: u64) -> Result<()> {
+    let mut w = Writer::default();
+    w.u64(state.seq);
+    w.u64(state.batch);
+    w.u32(seg);
+    w.u64(off);
+    w.u64(state.next_logical);
+    w.u64(state.next_item);
+    w.u32(state.next_store);
+    w.varint(state.stores.len() as u64);
+    for m in state.stores.values() {
+        put_meta(&mut w, m);
+    }
+    w.varint(state.registry.len() as u64);
+    for (id, e) in state.registry.iter() {
+        put_entry(&mut w, id, e);
+    }
+    let payload = w.buf;
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&record::crc(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+
+    let tmp = dir.join(TMP);
+    let dst = dir.join(FILE);
+    if storage.exists(&tmp) {
+        storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    let f = storage.open(&tmp, OpenMode::CreateNew).map_err(|e| Error::io(&tmp, e))?;
+    f.write_at(&out, 0).map_err(|e| Error::io(&tmp, e))?;
+    f.sync().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    storage.rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}
+
+/// Reads the checkpoint, if there is one.
+pub fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = dir.join(FILE);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let f = storage.open(&path, OpenMode::Read).map_err(|e| Error::io(&path, e))?;
+    let len = f.len().map_err(|e| Error::io(&path, e))?;
+    let len = usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "checkpoint too large"))?;
+    if len < HEADER {
+        return Err(Error::corruption(&path, 0, "checkpoint header truncated"));
+    }
+    let mut buf = vec![0u8; len];
+    f.read_at(&mut buf, 0).map_err(|e| Error::io(&path, e))?;
+    if &buf[..8] != MAGIC {
+        return Err(Error::corruption(&path, 0, "bad checkpoint magic"));
+    }
+    let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if format != FORMAT {
+        return Err(Error::corruption(&path, 8, "unsupported checkpoint format version"));
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&buf[12..20]);
+    let plen = u64::from_le_bytes(n);
+    if plen != (len - HEADER) as u64 {
+        return Err(Error::corruption(&path, 12, "checkpoint length does not match the file size"));
+    }
+    let crc = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
+    let payload = &buf[HEADER..];
+    if record::crc(payload) != crc {
+        return Err(Error::corruption(&path, HEADER as u64, "checkpoint checksum mismatch"));
+    }
+    decode(payload).map_err(|e| Error::corruption(&path, (HEADER + e.at) as u64, e.what)).map(Some)
+}
+
+fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
+    let mut r = Reader::new(payload);
+    let mut state = DbState::new();
+    state.seq = r.u64("seq")?;
+    state.batch = r.u64("batch")?;
+    let seg = r.u32("segment")?;
+    let off = r.u64("offset")?;
+    state.next_logical = r.u64("next logical")?;
+    state.next_item = r.u64("next item")?;
+    state.next_store = r.u32("next store")?;
+    let n = r.count(4, "store count")?;
+    for _ in 0..n {
+        let m = get_meta(&mut r)?;
+        state.stores.insert(m.name.clone(), Arc::new(m));
+    }
+    let n = r.count(ENTRY_BYTES, "entry count")?;
+    for _ in 0..n {
+        let (id, e) = get_entry(&mut r)?;
+        state.registry.set(id, e);
+    }
+    r.finish("trailing bytes in checkpoint")?;
+    Ok(Checkpoint { state, seg, off })
+}

@@ -1,0 +1,174 @@
+//! Appending to the log: one write per commit, one sync per commit, segment rollover.
+//!
+//! Invariants:
+//! - Bytes are only ever appended at `end`; nothing already written is modified.
+//! - After an I/O error the writer is poisoned: every later call fails with
+//!   [`Error::Poisoned`], and a failed sync is never retried (the kernel may have dropped the
+//!   dirty pages, so a retried fsync could "succeed" without the data).
+//! - A new segment is created (and its folder synced) before anything is written to it, and the
+//!   previous segment is synced before the switch.
+
+use std::sync::Arc;
+
+use super::files::{LogFiles, SEGMENT_HEADER};
+use super::record::{self, Kind};
+use crate::error::{Error, Result};
+use crate::options::Durability;
+use crate::registry::Location;
+use crate::storage::StorageFile;
+
+/// The appending end of the log. Owned by the commit path (behind the database's commit lock).
+#[derive(Debug)]
+pub struct LogWriter {
+    files: Arc<LogFiles>,
+    seg: u32,
+    file: Arc<dyn StorageFile>,
+    end: u64,
+    segment_bytes: u64,
+    durability: Durability,
+    /// Number of syncs done (stamped into commit records as `batch`).
+    batch: u64,
+    /// Bytes appended since the last checkpoint.
+    pub since_checkpoint: u64,
+    poisoned: Option<String>,
+    unsynced: bool,
+}
+
+impl LogWriter {
+    /// A writer appending to segment `seg` (already open for writing) at `end`.
+    pub fn new(
+        files: Arc<LogFiles>,
+        seg: u32,
+        file: Arc<dyn StorageFile>,
+        end: u64,
+        segment_bytes: u64,
+        durability: Durability,
+        batch: u64,
+    ) -> Self {
+        LogWriter {
+            files,
+            seg,
+            file,
+            end,
+            segment_bytes,
+            durability,
+            batch,
+            since_checkpoint: 0,
+            poisoned: None,
+            unsynced: false,
+        }
+    }
+
+    /// The segment files.
+    pub fn files(&self) -> &Arc<LogFiles> {
+        &self.files
+    }
+
+    /// Current segment and append offset.
+    #[must_use]
+    pub fn position(&self) -> (u32, u64) {
+        (self.seg, self.end)
+    }
+
+    /// Syncs done so far.
+    #[must_use]
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, e: Error) -> Error {
+        self.poisoned = Some(e.to_string());
+        e
+    }
+
+    /// Makes room for `len` bytes: starts a new segment when the current one is full. Returns
+    /// where the bytes will go.
+    pub fn reserve(&mut self, len: u64) -> Result<(u32, u64)> {
+        self.check()?;
+        if self.end > SEGMENT_HEADER && self.end + len > self.segment_bytes {
+            if let Err(e) = self.roll() {
+                return Err(self.poison(e));
+            }
+        }
+        Ok((self.seg, self.end))
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        if self.unsynced {
+            let path = self.files.path(self.seg);
+            self.file.sync().map_err(|e| Error::io(path, e))?;
+            self.unsynced = false;
+        }
+        let next = self.seg + 1;
+        self.file = self.files.create(next)?;
+        self.seg = next;
+        self.end = SEGMENT_HEADER;
+        Ok(())
+    }
+
+    /// Writes `bytes` (whole framed records) at the reserved position; returns its offset.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<u64> {
+        self.check()?;
+        let off = self.end;
+        if let Err(e) = self.file.write_at(bytes, off) {
+            let err = Error::io(self.files.path(self.seg), e);
+            return Err(self.poison(err));
+        }
+        self.end += bytes.len() as u64;
+        self.since_checkpoint += bytes.len() as u64;
+        self.unsynced = true;
+        Ok(off)
+    }
+
+    /// Appends one record (for values written before commit); not synced.
+    pub fn append(&mut self, kind: Kind, parts: &[&[u8]]) -> Result<Location> {
+        let payload: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = Vec::with_capacity(record::framed_len(payload));
+        record::frame(&mut buf, kind, parts);
+        let (seg, _) = self.reserve(buf.len() as u64)?;
+        let off = self.write(&buf)?;
+        Ok(Location {
+            seg,
+            off,
+            len: buf.len() as u32,
+        })
+    }
+
+    /// Makes everything written durable (per the durability setting) and counts a batch.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check()?;
+        if self.durability == Durability::Immediate && self.unsynced {
+            if let Err(e) = self.file.sync() {
+                let err = Error::io(self.files.path(self.seg), e);
+                return Err(self.poison(err));
+            }
+            self.unsynced = false;
+        }
+        if self.durability == Durability::Immediate {
+            // Only real syncs count: with `Durability::None` a power cut may reorder unsynced
+            // commits, and recovery must then treat the whole unsynced tail as torn.
+            self.batch += 1;
+        }
+        Ok(())
+    }
+
+    /// Syncs regardless of the durability setting (before a checkpoint or at close).
+    pub fn sync_always(&mut self) -> Result<()> {
+        self.check()?;
+        if self.unsynced {
+            if let Err(e) = self.file.sync() {
+                let err = Error::io(self.files.path(self.seg), e);
+                return Err(self.poison(err));
+            }
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}

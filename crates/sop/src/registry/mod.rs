@@ -1,0 +1,151 @@
+//! The registry: logical node id -> (physical location, version).
+//!
+//! Node images are immutable: a changed node is written as a new image at a new place in the
+//! log, and the registry entry of its stable logical id is pointed at it, with the version
+//! bumped. Parents reference children by logical id, so rewriting a node never rewrites its
+//! parent (no copy up to the root). Value blobs that live outside their node are registered the
+//! same way.
+//!
+//! # Invariants
+//!
+//! - Logical ids are allocated database-wide from one counter and never reused; id 0 is "none".
+//! - An entry's `version` increases by one on every content change and is unchanged when a
+//!   compaction only moves the image (so optimistic validation sees no change).
+//! - The registry is a persistent (copy-on-write) array of 1024-entry chunks: cloning it is
+//!   cheap (one `Arc` per chunk), and a clone is an immutable snapshot that running
+//!   transactions read while commits publish newer versions.
+
+use std::sync::Arc;
+
+/// A stable logical id of a node or value blob.
+pub type LogicalId = u64;
+
+/// Where an image lives: a record in a log segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Location {
+    /// Segment id (file `log/<seg>.seg`).
+    pub seg: u32,
+    /// Total record length in bytes (header and payload); 0 means "no location".
+    pub len: u32,
+    /// Byte offset of the record in the segment.
+    pub off: u64,
+}
+
+/// One registry entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// Where the current image is.
+    pub loc: Location,
+    /// Content version, starting at 1.
+    pub version: u64,
+    /// The store owning the node or blob.
+    pub store: u32,
+}
+
+impl Entry {
+    /// True for an unused slot.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.version == 0
+    }
+}
+
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+type Chunk = [Entry; CHUNK];
+
+/// The copy-on-write id map. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    chunks: Vec<Arc<Chunk>>,
+    len: usize,
+}
+
+fn split(id: LogicalId) -> Option<(usize, usize)> {
+    let id = usize::try_from(id).ok()?;
+    Some((id >> CHUNK_BITS, id & (CHUNK - 1)))
+}
+
+impl Registry {
+    /// The entry of `id`, if it is in use.
+    #[must_use]
+    pub fn get(&self, id: LogicalId) -> Option<&Entry> {
+        let (c, i) = split(id)?;
+        let e = self.chunks.get(c)?.get(i)?;
+        (!e.is_empty()).then_some(e)
+    }
+
+    /// Sets the entry of `id` (copying its chunk if a snapshot shares it).
+    pub fn set(&mut self, id: LogicalId, entry: Entry) {
+        let Some((c, i)) = split(id) else { return };
+        while self.chunks.len() <= c {
+            self.chunks.push(Arc::new([Entry::default(); CHUNK]));
+        }
+        if let Some(slot) = Arc::make_mut(&mut self.chunks[c]).get_mut(i) {
+            if slot.is_empty() && !entry.is_empty() {
+                self.len += 1;
+            } else if !slot.is_empty() && entry.is_empty() {
+                self.len -= 1;
+            }
+            *slot = entry;
+        }
+    }
+
+    /// Clears the entry of `id`, returning what it held.
+    pub fn remove(&mut self, id: LogicalId) -> Option<Entry> {
+        let old = *self.get(id)?;
+        self.set(id, Entry::default());
+        Some(old)
+    }
+
+    /// Entries in use.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no entry is in use.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry in use, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (LogicalId, &Entry)> + '_ {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.iter().enumerate().filter(|(_, e)| !e.is_empty()).map(move |(i, e)| (((c << CHUNK_BITS) | i) as LogicalId, e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(v: u64) -> Entry {
+        Entry {
+            loc: Location { seg: 1, len: 10, off: v * 10 },
+            version: v,
+            store: 1,
+        }
+    }
+
+    #[test]
+    fn set_get_remove_and_snapshots_are_isolated() {
+        let mut r = Registry::default();
+        r.set(5, entry(1));
+        r.set(5000, entry(2));
+        let snap = r.clone();
+        r.set(5, entry(3));
+        assert_eq!(r.get(5).map(|e| e.version), Some(3));
+        assert_eq!(snap.get(5).map(|e| e.version), Some(1));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.remove(5000).map(|e| e.version), Some(2));
+        assert!(r.get(5000).is_none());
+        assert_eq!(snap.get(5000).map(|e| e.version), Some(2));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![5]);
+        assert!(r.get(1 << 40).is_none());
+    }
+}

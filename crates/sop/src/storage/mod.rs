@@ -1,0 +1,89 @@
+//! The storage trait: the only way the engine touches files.
+//!
+//! A small VFS. Every file the engine writes (log segments, checkpoints, the options file, the
+//! lock file) goes through a [`Storage`] and the [`StorageFile`]s it opens, so tests can swap in
+//! an in-memory backend or one that injects faults and simulates power cuts.
+//!
+//! # Contract
+//!
+//! - `read_at` fills the whole buffer or fails (`UnexpectedEof` when the file is too short).
+//! - `write_at` writes the whole buffer or fails; the data is *not* durable until `sync` returns.
+//! - `sync` makes every earlier write to the file durable (fdatasync). A failed `sync` is final:
+//!   callers must not retry it and assume the data is safe (the engine poisons itself instead).
+//! - `create`, `rename` and `remove` change directory entries; they are durable only after
+//!   `sync_dir` on the parent folder returns.
+//! - Paths are absolute or relative to the process; backends do not interpret them further.
+//!
+//! Backends: [`FileStorage`] (buffered std files, optionally O_DIRECT with 4096-byte alignment),
+//! [`MemoryStorage`] (tests), and with the `testing` feature [`FaultStorage`] (fault injection
+//! and power-cut simulation).
+
+mod direct;
+#[cfg(any(test, feature = "testing"))]
+mod fault;
+mod file;
+mod memory;
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use direct::DIRECT_IO_ALIGNMENT;
+#[cfg(any(test, feature = "testing"))]
+pub use fault::{FaultKind, FaultStorage};
+pub use file::FileStorage;
+pub use memory::MemoryStorage;
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading only.
+    Read,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+    /// Create the file (failing if it exists) for reading and writing.
+    CreateNew,
+}
+
+/// A folder of files: the backend the engine does all its I/O through.
+pub trait Storage: Send + Sync + Debug {
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates a folder and its parents; succeeds if it exists.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Lists the names of the entries of a folder (not recursive, sorted).
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// True when the path exists (file or folder).
+    fn exists(&self, path: &Path) -> bool;
+    /// Makes the folder's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on the file for the life of the returned guard.
+    /// Fails with `WouldBlock` when another holder has it.
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>>;
+}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, growing the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes every write so far durable.
+    fn sync(&self) -> io::Result<()>;
+    /// The path the file was opened with (for error messages).
+    fn path(&self) -> &Path;
+}
+
+/// Joins a folder and a file name (a helper so callers read clearly).
+pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
