@@ -196,7 +196,11 @@ impl StoreOptions {
             return diff("is_unique", &self.is_unique, &other.is_unique);
         }
         if self.value_placement != other.value_placement {
-            return diff("value_placement", &self.value_placement, &other.value_placement);
+            return diff(
+                "value_placement",
+                &self.value_placement,
+                &other.value_placement,
+            );
         }
         if self.leaf_load_balancing != other.leaf_load_balancing {
             return diff(

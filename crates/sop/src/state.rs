@@ -116,7 +116,8 @@ impl DbState {
         for op in &rec.store_ops {
             match op {
                 StoreOp::Create(meta) => {
-                    self.stores.insert(meta.name.clone(), Arc::new(meta.clone()));
+                    self.stores
+                        .insert(meta.name.clone(), Arc::new(meta.clone()));
                 }
                 StoreOp::Drop { id } => {
                     self.stores.retain(|_, m| m.id != *id);

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::{child_index, Item, ItemId, Node, NodeStore, Path, Shape};
+use super::{Item, ItemId, Node, NodeStore, Path, Shape, child_index};
 use crate::error::Result;
 use crate::registry::LogicalId;
 
@@ -57,13 +57,22 @@ fn leaf_items(n: &Node) -> &[Item] {
 }
 
 /// Descends to the leftmost (`left = true`) or rightmost leaf under `from`, extending `path`.
-fn edge<S: NodeStore>(store: &mut S, mut cur: LogicalId, left: bool, path: &mut Path) -> Result<(LogicalId, Arc<Node>)> {
+fn edge<S: NodeStore>(
+    store: &mut S,
+    mut cur: LogicalId,
+    left: bool,
+    path: &mut Path,
+) -> Result<(LogicalId, Arc<Node>)> {
     loop {
         let node = store.node(cur)?;
         match &*node {
             Node::Leaf(_) => return Ok((cur, node)),
             Node::Internal { children, .. } => {
-                let i = if left { 0 } else { children.len().saturating_sub(1) };
+                let i = if left {
+                    0
+                } else {
+                    children.len().saturating_sub(1)
+                };
                 path.push((cur, i));
                 cur = children.get(i).copied().unwrap_or_default();
             }
@@ -117,7 +126,14 @@ pub fn last<S: NodeStore>(store: &mut S, root: LogicalId) -> Result<Option<Pos>>
 }
 
 /// Seeks relative to the bound `(key, id)`.
-pub fn seek<S: NodeStore>(store: &mut S, shape: &Shape, root: LogicalId, key: &[u8], id: ItemId, how: Seek) -> Result<Option<Pos>> {
+pub fn seek<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: LogicalId,
+    key: &[u8],
+    id: ItemId,
+    how: Seek,
+) -> Result<Option<Pos>> {
     if root == 0 {
         return Ok(None);
     }
@@ -138,8 +154,14 @@ pub fn seek<S: NodeStore>(store: &mut S, shape: &Shape, root: LogicalId, key: &[
     let cmp = |it: &Item| shape.order.full(&it.key, it.id, key, id);
     let (idx, forward) = match how {
         Seek::Ge => (items.partition_point(|it| cmp(it) == Ordering::Less), true),
-        Seek::Gt => (items.partition_point(|it| cmp(it) != Ordering::Greater), true),
-        Seek::Le => (items.partition_point(|it| cmp(it) != Ordering::Greater), false),
+        Seek::Gt => (
+            items.partition_point(|it| cmp(it) != Ordering::Greater),
+            true,
+        ),
+        Seek::Le => (
+            items.partition_point(|it| cmp(it) != Ordering::Greater),
+            false,
+        ),
         Seek::Lt => (items.partition_point(|it| cmp(it) == Ordering::Less), false),
     };
     let n = items.len();
@@ -156,7 +178,10 @@ pub fn seek<S: NodeStore>(store: &mut S, shape: &Shape, root: LogicalId, key: &[
             step_next_leaf(store, pos)
         }
     } else if idx > 0 {
-        Ok(Some(Pos { idx: idx - 1, ..pos }))
+        Ok(Some(Pos {
+            idx: idx - 1,
+            ..pos
+        }))
     } else {
         step_prev_leaf(store, pos)
     }

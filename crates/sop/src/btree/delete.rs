@@ -8,13 +8,19 @@
 
 use std::cmp::Ordering;
 
-use super::{descend, lower_bound, Item, Node, NodeStore, Path, Sep, Shape};
+use super::{Item, Node, NodeStore, Path, Sep, Shape, descend, lower_bound};
 use crate::error::Result;
 use crate::registry::LogicalId;
 
 /// Removes the item `(key, id)` (in unique stores, the item with `key`). Returns it, or `None`
 /// when absent.
-pub fn remove<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, key: &[u8], id: super::ItemId) -> Result<Option<Item>> {
+pub fn remove<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: &mut LogicalId,
+    key: &[u8],
+    id: super::ItemId,
+) -> Result<Option<Item>> {
     if *root == 0 {
         return Ok(None);
     }
@@ -37,7 +43,13 @@ pub fn remove<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, 
     Ok(Some(removed))
 }
 
-fn rebalance<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, mut path: Path, id: LogicalId) -> Result<()> {
+fn rebalance<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: &mut LogicalId,
+    mut path: Path,
+    id: LogicalId,
+) -> Result<()> {
     let node = store.node(id)?;
     let Some(&(pid, idx)) = path.last() else {
         // The root.
@@ -63,8 +75,14 @@ fn rebalance<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, m
     let Node::Internal { seps, children } = &*parent else {
         return Ok(());
     };
-    let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (idx, idx + 1) };
-    let (Some(&left_id), Some(&right_id), Some(sep)) = (children.get(li), children.get(ri), seps.get(li).cloned()) else {
+    let (li, ri) = if idx > 0 {
+        (idx - 1, idx)
+    } else {
+        (idx, idx + 1)
+    };
+    let (Some(&left_id), Some(&right_id), Some(sep)) =
+        (children.get(li), children.get(ri), seps.get(li).cloned())
+    else {
         return Ok(());
     };
     drop(parent);

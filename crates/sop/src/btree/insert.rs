@@ -8,13 +8,18 @@
 
 use std::cmp::Ordering;
 
-use super::{descend, lower_bound, Item, Node, NodeStore, Path, Sep, Shape};
+use super::{Item, Node, NodeStore, Path, Sep, Shape, descend, lower_bound};
 use crate::error::{Error, Result};
 use crate::registry::LogicalId;
 
 /// Inserts `item`. Returns `Ok(false)` (and changes nothing) when the store is unique and the
 /// key exists.
-pub fn insert<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, item: Item) -> Result<bool> {
+pub fn insert<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: &mut LogicalId,
+    item: Item,
+) -> Result<bool> {
     if *root == 0 {
         *root = store.alloc(Node::Leaf(vec![item]));
         return Ok(true);
@@ -22,7 +27,9 @@ pub fn insert<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, 
     let mut path = Path::new();
     let (leaf_id, leaf) = descend(store, shape, *root, &item.key, item.id, &mut path)?;
     let Node::Leaf(items) = &*leaf else {
-        return Err(Error::InvalidArgument("descent ended on an internal node".into()));
+        return Err(Error::InvalidArgument(
+            "descent ended on an internal node".into(),
+        ));
     };
     let pos = lower_bound(shape, items, &item.key, item.id);
     if shape.order.unique {
@@ -41,7 +48,10 @@ pub fn insert<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, 
         items.len()
     };
     if len > shape.slot_length {
-        if shape.leaf_load_balancing && !path.is_empty() && balance_leaf(store, shape, &path, leaf_id)? {
+        if shape.leaf_load_balancing
+            && !path.is_empty()
+            && balance_leaf(store, shape, &path, leaf_id)?
+        {
             return Ok(true);
         }
         split_leaf(store, shape, root, path, leaf_id)?;
@@ -49,7 +59,13 @@ pub fn insert<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, 
     Ok(true)
 }
 
-fn split_leaf<S: NodeStore>(store: &mut S, shape: &Shape, root: &mut LogicalId, path: Path, id: LogicalId) -> Result<()> {
+fn split_leaf<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: &mut LogicalId,
+    path: Path,
+    id: LogicalId,
+) -> Result<()> {
     let right = {
         let Node::Leaf(items) = store.node_mut(id)? else {
             return Ok(());
@@ -86,7 +102,9 @@ fn insert_into_parent<S: NodeStore>(
     };
     let split = {
         let Node::Internal { seps, children } = store.node_mut(pid)? else {
-            return Err(Error::InvalidArgument("parent on the path is a leaf".into()));
+            return Err(Error::InvalidArgument(
+                "parent on the path is a leaf".into(),
+            ));
         };
         seps.insert(idx, sep);
         children.insert(idx + 1, right);
@@ -109,7 +127,12 @@ fn insert_into_parent<S: NodeStore>(
 
 /// Moves items of the overfull leaf `id` to a sibling with room. Returns false when both
 /// siblings are full (the caller splits).
-fn balance_leaf<S: NodeStore>(store: &mut S, shape: &Shape, path: &Path, id: LogicalId) -> Result<bool> {
+fn balance_leaf<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    path: &Path,
+    id: LogicalId,
+) -> Result<bool> {
     let Some(&(pid, idx)) = path.last() else {
         return Ok(false);
     };
@@ -117,7 +140,11 @@ fn balance_leaf<S: NodeStore>(store: &mut S, shape: &Shape, path: &Path, id: Log
     let Node::Internal { children, .. } = &*parent else {
         return Ok(false);
     };
-    let left = if idx > 0 { children.get(idx - 1).copied() } else { None };
+    let left = if idx > 0 {
+        children.get(idx - 1).copied()
+    } else {
+        None
+    };
     let right = children.get(idx + 1).copied();
     drop(parent);
     let len = store.node(id)?.len();
@@ -140,7 +167,8 @@ fn balance_leaf<S: NodeStore>(store: &mut S, shape: &Shape, path: &Path, id: Log
                 if let Node::Leaf(items) = store.node_mut(lid)? {
                     items.extend(moved);
                 }
-                if let (Some(sep), Node::Internal { seps, .. }) = (new_first, store.node_mut(pid)?) {
+                if let (Some(sep), Node::Internal { seps, .. }) = (new_first, store.node_mut(pid)?)
+                {
                     seps[idx - 1] = sep;
                 }
                 return Ok(true);

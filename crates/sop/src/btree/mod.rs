@@ -27,7 +27,7 @@ pub mod node;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-pub use cursor::{first, last, seek, step_next, step_prev, Pos, Seek};
+pub use cursor::{Pos, Seek, first, last, seek, step_next, step_prev};
 pub use delete::remove;
 pub use insert::insert;
 pub use node::{Item, ItemId, Node, Sep, ValueRef};

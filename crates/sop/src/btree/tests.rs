@@ -34,7 +34,10 @@ impl NodeStore for Mem {
 
 fn shape(slot: usize, unique: bool, balance: bool) -> Shape {
     Shape {
-        order: Order { custom: None, unique },
+        order: Order {
+            custom: None,
+            unique,
+        },
         slot_length: slot,
         leaf_load_balancing: balance,
     }
@@ -42,7 +45,16 @@ fn shape(slot: usize, unique: bool, balance: bool) -> Shape {
 
 /// Checks structure and returns the items in order.
 fn check(store: &mut Mem, shape: &Shape, root: LogicalId) -> Vec<(Vec<u8>, ItemId)> {
-    fn walk(store: &mut Mem, shape: &Shape, id: LogicalId, depth: usize, is_root: bool, leaf_depth: &mut Option<usize>, out: &mut Vec<(Vec<u8>, ItemId)>, reached: &mut usize) {
+    fn walk(
+        store: &mut Mem,
+        shape: &Shape,
+        id: LogicalId,
+        depth: usize,
+        is_root: bool,
+        leaf_depth: &mut Option<usize>,
+        out: &mut Vec<(Vec<u8>, ItemId)>,
+        reached: &mut usize,
+    ) {
         *reached += 1;
         let node = store.node(id).unwrap();
         assert!(node.len() <= shape.slot_length, "node over capacity");
@@ -69,11 +81,24 @@ fn check(store: &mut Mem, shape: &Shape, root: LogicalId) -> Vec<(Vec<u8>, ItemI
     let mut out = Vec::new();
     let mut reached = 0;
     if root != 0 {
-        walk(store, shape, root, 0, true, &mut None, &mut out, &mut reached);
+        walk(
+            store,
+            shape,
+            root,
+            0,
+            true,
+            &mut None,
+            &mut out,
+            &mut reached,
+        );
     }
     assert_eq!(reached, store.nodes.len(), "leaked or unreachable nodes");
     for w in out.windows(2) {
-        assert_eq!(shape.order.full(&w[0].0, w[0].1, &w[1].0, w[1].1), Ordering::Less, "items out of order");
+        assert_eq!(
+            shape.order.full(&w[0].0, w[0].1, &w[1].0, w[1].1),
+            Ordering::Less,
+            "items out of order"
+        );
     }
     out
 }

@@ -161,7 +161,11 @@ impl<'a> Reader<'a> {
         self.take(n, what)
     }
     /// A count of items each at least `min_item_size` bytes long, bounded by the bytes left.
-    pub fn count(&mut self, min_item_size: usize, what: &'static str) -> Result<usize, DecodeError> {
+    pub fn count(
+        &mut self,
+        min_item_size: usize,
+        what: &'static str,
+    ) -> Result<usize, DecodeError> {
         let n = self.varint(what)?;
         let n = usize::try_from(n).map_err(|_| self.err(what))?;
         if n.saturating_mul(min_item_size.max(1)) > self.remaining() {

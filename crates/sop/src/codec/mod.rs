@@ -8,5 +8,5 @@
 mod crc;
 mod le;
 
-pub use crc::{crc32c, Crc32c};
+pub use crc::{Crc32c, crc32c};
 pub use le::{DecodeError, Reader, Writer};

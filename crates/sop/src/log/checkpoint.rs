@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::record::{self, get_entry, get_meta, put_entry, put_meta, ENTRY_BYTES};
+use super::record::{self, ENTRY_BYTES, get_entry, get_meta, put_entry, put_meta};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::state::DbState;
@@ -40,7 +40,13 @@ pub struct Checkpoint {
 }
 
 /// Writes a checkpoint of `state`, whose last commit ends at log position (`seg`, `off`).
-pub fn write_checkpoint(storage: &dyn Storage, dir: &Path, state: &DbState, seg: u32, off: u64) -> Result<()> {
+pub fn write_checkpoint(
+    storage: &dyn Storage,
+    dir: &Path,
+    state: &DbState,
+    seg: u32,
+    off: u64,
+) -> Result<()> {
     let mut w = Writer::default();
     w.u64(state.seq);
     w.u64(state.batch);
@@ -70,7 +76,9 @@ pub fn write_checkpoint(storage: &dyn Storage, dir: &Path, state: &DbState, seg:
     if storage.exists(&tmp) {
         storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
-    let f = storage.open(&tmp, OpenMode::CreateNew).map_err(|e| Error::io(&tmp, e))?;
+    let f = storage
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| Error::io(&tmp, e))?;
     f.write_at(&out, 0).map_err(|e| Error::io(&tmp, e))?;
     f.sync().map_err(|e| Error::io(&tmp, e))?;
     drop(f);
@@ -85,9 +93,12 @@ pub fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Check
     if !storage.exists(&path) {
         return Ok(None);
     }
-    let f = storage.open(&path, OpenMode::Read).map_err(|e| Error::io(&path, e))?;
+    let f = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io(&path, e))?;
     let len = f.len().map_err(|e| Error::io(&path, e))?;
-    let len = usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "checkpoint too large"))?;
+    let len =
+        usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "checkpoint too large"))?;
     if len < HEADER {
         return Err(Error::corruption(&path, 0, "checkpoint header truncated"));
     }
@@ -98,20 +109,34 @@ pub fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Check
     }
     let format = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
     if format != FORMAT {
-        return Err(Error::corruption(&path, 8, "unsupported checkpoint format version"));
+        return Err(Error::corruption(
+            &path,
+            8,
+            "unsupported checkpoint format version",
+        ));
     }
     let mut n = [0u8; 8];
     n.copy_from_slice(&buf[12..20]);
     let plen = u64::from_le_bytes(n);
     if plen != (len - HEADER) as u64 {
-        return Err(Error::corruption(&path, 12, "checkpoint length does not match the file size"));
+        return Err(Error::corruption(
+            &path,
+            12,
+            "checkpoint length does not match the file size",
+        ));
     }
     let crc = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
     let payload = &buf[HEADER..];
     if record::crc(payload) != crc {
-        return Err(Error::corruption(&path, HEADER as u64, "checkpoint checksum mismatch"));
+        return Err(Error::corruption(
+            &path,
+            HEADER as u64,
+            "checkpoint checksum mismatch",
+        ));
     }
-    decode(payload).map_err(|e| Error::corruption(&path, (HEADER + e.at) as u64, e.what)).map(Some)
+    decode(payload)
+        .map_err(|e| Error::corruption(&path, (HEADER + e.at) as u64, e.what))
+        .map(Some)
 }
 
 fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {

@@ -154,13 +154,17 @@ impl LogFiles {
         let mut buf = vec![0u8; loc.len as usize];
         f.read_at(&mut buf, loc.off).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corruption(self.path(loc.seg), loc.off, "record lies past the end of the segment")
+                Error::corruption(
+                    self.path(loc.seg),
+                    loc.off,
+                    "record lies past the end of the segment",
+                )
             } else {
                 Error::io(self.path(loc.seg), e)
             }
         })?;
-        let (kind, payload) =
-            record::check(&buf).map_err(|why| Error::corruption(self.path(loc.seg), loc.off, why))?;
+        let (kind, payload) = record::check(&buf)
+            .map_err(|why| Error::corruption(self.path(loc.seg), loc.off, why))?;
         let len = payload.len();
         Ok(RecordBuf { buf, len, kind })
     }

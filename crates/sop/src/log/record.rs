@@ -14,9 +14,9 @@
 //! in the segment before anything is allocated; readers check that an image's store, logical
 //! id and version are the ones the registry expects.
 
-use crate::codec::{crc32c, Crc32c, DecodeError, Reader, Writer};
+use crate::codec::{Crc32c, DecodeError, Reader, Writer, crc32c};
 use crate::options::StoreOptions;
-use crate::registry::{Entry, LogicalId, Location};
+use crate::registry::{Entry, Location, LogicalId};
 use crate::state::{CommitRecord, StoreMeta, StoreOp};
 
 /// Bytes of the record header.
@@ -175,11 +175,14 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
     let store = r.u32("entry store")?;
     let version = r.u64("entry version")?;
     let loc = get_location(r)?;
-    Ok((id, Entry {
-        loc,
-        version,
-        store,
-    }))
+    Ok((
+        id,
+        Entry {
+            loc,
+            version,
+            store,
+        },
+    ))
 }
 
 /// Bytes of one encoded entry.

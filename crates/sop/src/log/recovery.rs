@@ -38,7 +38,11 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
     let segs = files.list()?;
     let (mut state, start_seg, start_off) = match ckpt {
         Some(c) => (c.state, c.seg, c.off),
-        None => (DbState::new(), segs.first().copied().unwrap_or(1), SEGMENT_HEADER),
+        None => (
+            DbState::new(),
+            segs.first().copied().unwrap_or(1),
+            SEGMENT_HEADER,
+        ),
     };
     let mut out = Recovered {
         state: DbState::new(),
@@ -63,13 +67,21 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
     let todo: Vec<u32> = segs.iter().copied().filter(|s| *s >= start_seg).collect();
     for (i, &seg) in todo.iter().enumerate() {
         if i > 0 && seg != todo[i - 1] + 1 {
-            return Err(Error::corruption(files.path(seg), 0, "a log segment is missing before this one"));
+            return Err(Error::corruption(
+                files.path(seg),
+                0,
+                "a log segment is missing before this one",
+            ));
         }
         let last = i + 1 == todo.len();
         let path = files.path(seg);
-        let f = files.storage().open(&path, OpenMode::ReadWrite).map_err(|e| Error::io(&path, e))?;
+        let f = files
+            .storage()
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io(&path, e))?;
         let len = f.len().map_err(|e| Error::io(&path, e))?;
-        let len = usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "segment too large"))?;
+        let len =
+            usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "segment too large"))?;
         let mut buf = vec![0u8; len];
         f.read_at(&mut buf, 0).map_err(|e| Error::io(&path, e))?;
         if last && len < SEGMENT_HEADER as usize && seg != start_seg {
@@ -81,16 +93,25 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
             break;
         }
         files.check_header(seg, &buf)?;
-        let mut pos = if seg == start_seg { start_off as usize } else { SEGMENT_HEADER as usize };
+        let mut pos = if seg == start_seg {
+            start_off as usize
+        } else {
+            SEGMENT_HEADER as usize
+        };
         if pos > len {
-            return Err(Error::corruption(&path, pos as u64, "checkpoint position lies past the end of the segment"));
+            return Err(Error::corruption(
+                &path,
+                pos as u64,
+                "checkpoint position lies past the end of the segment",
+            ));
         }
         while pos < len {
             match record::check(&buf[pos..]) {
                 Ok((kind, payload)) => {
                     if kind == Kind::Commit {
-                        let rec = record::decode_commit(payload)
-                            .map_err(|e| Error::corruption(&path, pos as u64, format!("commit record: {e}")))?;
+                        let rec = record::decode_commit(payload).map_err(|e| {
+                            Error::corruption(&path, pos as u64, format!("commit record: {e}"))
+                        })?;
                         if rec.seq != state.seq + 1 {
                             return Err(Error::corruption(
                                 &path,

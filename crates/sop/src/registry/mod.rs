@@ -114,7 +114,11 @@ impl Registry {
     /// Every entry in use, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (LogicalId, &Entry)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
-            chunk.iter().enumerate().filter(|(_, e)| !e.is_empty()).map(move |(i, e)| (((c << CHUNK_BITS) | i) as LogicalId, e))
+            chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.is_empty())
+                .map(move |(i, e)| (((c << CHUNK_BITS) | i) as LogicalId, e))
         })
     }
 }
@@ -125,7 +129,11 @@ mod tests {
 
     fn entry(v: u64) -> Entry {
         Entry {
-            loc: Location { seg: 1, len: 10, off: v * 10 },
+            loc: Location {
+                seg: 1,
+                len: 10,
+                off: v * 10,
+            },
             version: v,
             store: 1,
         }

@@ -26,7 +26,7 @@ mod memory;
 
 use std::fmt::Debug;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub use direct::DIRECT_IO_ALIGNMENT;
@@ -81,9 +81,4 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync(&self) -> io::Result<()>;
     /// The path the file was opened with (for error messages).
     fn path(&self) -> &Path;
-}
-
-/// Joins a folder and a file name (a helper so callers read clearly).
-pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

@@ -1,0 +1,72 @@
+//! The L1 cache: decoded nodes shared by every transaction of the process.
+//!
+//! Keyed by *physical* location (segment, offset). Node images are immutable and a location is
+//! never reused (segment ids only grow), so a cache hit can never be stale; a changed node simply
+//! has a new location. Bounded by the approximate bytes of the decoded nodes.
+
+use std::sync::Arc;
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use crate::btree::Node;
+use crate::registry::Location;
+
+#[derive(Clone)]
+struct Cached {
+    node: Arc<Node>,
+    weight: u64,
+}
+
+#[derive(Clone, Copy)]
+struct ByWeight;
+
+impl Weighter<(u32, u64), Cached> for ByWeight {
+    fn weight(&self, _key: &(u32, u64), val: &Cached) -> u64 {
+        val.weight
+    }
+}
+
+/// Decoded nodes by location.
+pub struct NodeCache {
+    inner: Option<Cache<(u32, u64), Cached, ByWeight>>,
+}
+
+impl std::fmt::Debug for NodeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCache")
+            .field("enabled", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl NodeCache {
+    /// A cache holding about `bytes` of decoded nodes (0 disables it).
+    #[must_use]
+    pub fn new(bytes: u64) -> Self {
+        let inner = (bytes > 0).then(|| {
+            let items = usize::try_from(bytes / 16_384)
+                .unwrap_or(usize::MAX)
+                .max(16);
+            Cache::with_weighter(items, bytes, ByWeight)
+        });
+        NodeCache { inner }
+    }
+
+    /// The node at `loc`, if cached.
+    #[must_use]
+    pub fn get(&self, loc: Location) -> Option<Arc<Node>> {
+        self.inner
+            .as_ref()?
+            .get(&(loc.seg, loc.off))
+            .map(|c| c.node)
+    }
+
+    /// Caches `node` at `loc`.
+    pub fn insert(&self, loc: Location, node: Arc<Node>) {
+        if let Some(c) = &self.inner {
+            let weight = node.weight();
+            c.insert((loc.seg, loc.off), Cached { node, weight });
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The database: opening a folder, recovery, the shared state every transaction reads, and the
+//! handle applications hold.
+//!
+//! ```text
+//! <folder>/dboptions.json    persisted options (checksummed text)
+//! <folder>/sop.lock          advisory lock: one process at a time in standalone mode
+//! <folder>/checkpoint.sop    catalog + registry snapshot
+//! <folder>/log/*.seg         node images, blobs, commit records
+//! ```
+//!
+//! Invariants:
+//! - the published [`DbState`] only ever moves forward, one commit at a time, under the commit
+//!   lock, and only after the commit's record is durable;
+//! - a snapshot a transaction holds stays readable: segments are deleted only when no running
+//!   transaction's snapshot can reference them (see `space`).
+
+mod options_file;
+mod space;
+mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+pub(crate) use space::{Space, after_commit as after_commit_hook};
+pub use verify::VerifyReport;
+
+use crate::btree::Comparator;
+use crate::cache::NodeCache;
+use crate::error::{Error, Result};
+use crate::log::{self, LogFiles, LogWriter};
+use crate::options::{
+    DEFAULT_MAX_TXN_DURATION, DatabaseOptions, DatabaseType, MAX_TXN_DURATION_CAP, TransactionMode,
+};
+use crate::state::DbState;
+use crate::storage::{FileStorage, Storage};
+use crate::txn::Transaction;
+
+const LOCK_FILE: &str = "sop.lock";
+const LOG_DIR: &str = "log";
+
+/// What the commit path owns exclusively.
+#[derive(Debug)]
+pub(crate) struct CommitCtx {
+    pub writer: LogWriter,
+    pub space: Space,
+}
+
+/// State shared by the database handle and its transactions.
+pub(crate) struct Shared {
+    pub opts: DatabaseOptions,
+    pub storage: Arc<dyn Storage>,
+    pub files: Arc<LogFiles>,
+    state: RwLock<Arc<DbState>>,
+    commit: Mutex<CommitCtx>,
+    pub cache: NodeCache,
+    pub next_logical: AtomicU64,
+    pub next_item: AtomicU64,
+    pub next_store: AtomicU32,
+    /// Low 64 bits of every item id this process creates.
+    pub item_tag: u64,
+    comparators: RwLock<HashMap<String, Comparator>>,
+    /// Commit sequence numbers of the snapshots running transactions hold, with counts.
+    snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// The last error of housekeeping work after a commit (checkpoint, compaction).
+    background_error: Mutex<Option<String>>,
+    _lock: Box<dyn Send + Sync + fmt::Debug>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.opts.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Poisoned("a thread panicked while holding a database lock".into())
+}
+
+impl Shared {
+    /// The current committed state.
+    pub fn state(&self) -> Result<Arc<DbState>> {
+        Ok(Arc::clone(&*self.state.read().map_err(poisoned)?))
+    }
+
+    /// Publishes a new committed state.
+    pub fn publish(&self, s: Arc<DbState>) -> Result<()> {
+        *self.state.write().map_err(poisoned)? = s;
+        Ok(())
+    }
+
+    /// Takes the commit lock.
+    pub fn commit_lock(&self) -> Result<MutexGuard<'_, CommitCtx>> {
+        self.commit.lock().map_err(poisoned)
+    }
+
+    /// Registers a snapshot in use; returns it.
+    pub fn take_snapshot(&self) -> Result<Arc<DbState>> {
+        let mut snaps = self.snapshots.lock().map_err(poisoned)?;
+        let s = self.state()?;
+        *snaps.entry(s.seq).or_insert(0) += 1;
+        Ok(s)
+    }
+
+    /// Releases a snapshot taken with [`Shared::take_snapshot`].
+    pub fn release_snapshot(&self, seq: u64) {
+        if let Ok(mut snaps) = self.snapshots.lock() {
+            if let Some(n) = snaps.get_mut(&seq) {
+                *n -= 1;
+                if *n == 0 {
+                    snaps.remove(&seq);
+                }
+            }
+        }
+    }
+
+    /// The oldest snapshot in use, if any.
+    pub fn oldest_snapshot(&self) -> Option<u64> {
+        self.snapshots.lock().ok()?.keys().next().copied()
+    }
+
+    /// A registered comparator.
+    pub fn comparator(&self, name: &str) -> Result<Comparator> {
+        self.comparators
+            .read()
+            .map_err(poisoned)?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "comparator {name:?} is not registered with this database"
+                ))
+            })
+    }
+
+    /// A fresh item id: counter in the high half, process tag in the low half.
+    pub fn new_item_id(&self) -> u128 {
+        let n = self.next_item.fetch_add(1, Ordering::Relaxed);
+        (u128::from(n) << 64) | u128::from(self.item_tag)
+    }
+
+    /// Records a housekeeping failure.
+    pub fn note_background_error(&self, e: &Error) {
+        if let Ok(mut b) = self.background_error.lock() {
+            *b = Some(e.to_string());
+        }
+    }
+
+    /// The last housekeeping failure, if any.
+    pub fn background_error(&self) -> Option<String> {
+        self.background_error.lock().ok()?.clone()
+    }
+
+    /// A fresh store id.
+    pub fn new_store_id(&self) -> u32 {
+        self.next_store.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh logical id.
+    pub fn new_logical(&self) -> u64 {
+        self.next_logical.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// An open database. Cheap to clone; `Send + Sync`; closed when the last clone is dropped.
+///
+/// ```
+/// # fn main() -> sop::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| sop::Error::InvalidArgument(e.to_string()))?;
+/// use sop::{Database, DatabaseOptions, StoreOptions, TransactionMode};
+/// let db = Database::open(DatabaseOptions::new(dir.path()))?;
+/// let tx = db.begin(TransactionMode::ForWriting)?;
+/// let users = tx.new_btree::<u64, String>("users", StoreOptions::default())?;
+/// users.add(&1, &"ada".to_string())?;
+/// tx.commit()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Database {
+    /// Opens (or, with `create_if_missing`, creates) the database in `opts.path`.
+    ///
+    /// # Errors
+    /// [`Error::NotADatabase`] for a folder that holds something else,
+    /// [`Error::IncompatibleOptions`], [`Error::InvalidOption`], [`Error::Locked`] when
+    /// another process has it open, [`Error::Corruption`] when recovery finds damage.
+    pub fn open(opts: DatabaseOptions) -> Result<Database> {
+        let storage: Arc<dyn Storage> = if opts.direct_io {
+            Arc::new(FileStorage::direct())
+        } else {
+            Arc::new(FileStorage::new())
+        };
+        Self::open_with_storage(opts, storage)
+    }
+
+    /// Opens the database on a given storage backend (tests use in-memory and fault-injecting
+    /// backends).
+    ///
+    /// # Errors
+    /// As [`Database::open`].
+    pub fn open_with_storage(opts: DatabaseOptions, storage: Arc<dyn Storage>) -> Result<Database> {
+        opts.validate()?;
+        if opts.db_type == DatabaseType::Clustered {
+            return Err(Error::InvalidOption(
+                "clustered mode needs a coordinator; open it through the sop-redis crate".into(),
+            ));
+        }
+        let dir = opts.path.clone();
+        let opts_path = dir.join(options_file::FILE);
+        if !storage.exists(&opts_path) {
+            if storage.exists(&dir) {
+                let entries = storage.list(&dir).map_err(|e| Error::io(&dir, e))?;
+                if entries.iter().any(|n| n != LOCK_FILE) {
+                    return Err(Error::NotADatabase {
+                        path: dir,
+                        reason: format!(
+                            "the folder is not empty and has no {}",
+                            options_file::FILE
+                        ),
+                    });
+                }
+            } else if !opts.create_if_missing {
+                return Err(Error::NotADatabase {
+                    path: dir,
+                    reason: "the folder does not exist (set create_if_missing to create it)".into(),
+                });
+            }
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io(&dir, e))?;
+        }
+        let lock = storage.lock_exclusive(&dir.join(LOCK_FILE)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked {
+                    path: dir.clone(),
+                    detail: "another process (or another Database handle in this process) has it open; \
+                             a standalone database has one owner at a time (share a Database by cloning it)"
+                        .into(),
+                }
+            } else {
+                Error::io(dir.join(LOCK_FILE), e)
+            }
+        })?;
+        let mut effective = opts.clone();
+        if storage.exists(&opts_path) {
+            let persisted = options_file::read(&*storage, &dir)?;
+            effective.path = dir.clone();
+            if persisted != effective {
+                options_file::write(&*storage, &dir, &effective)?;
+            }
+        } else {
+            options_file::write(&*storage, &dir, &effective)?;
+        }
+
+        let log_dir = dir.join(LOG_DIR);
+        storage
+            .create_dir_all(&log_dir)
+            .map_err(|e| Error::io(&log_dir, e))?;
+        storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let files = Arc::new(LogFiles::new(Arc::clone(&storage), log_dir));
+        let ckpt = log::read_checkpoint(&*storage, &dir)?;
+        let ckpt_info = ckpt.as_ref().map(|c| (c.state.seq, c.seg));
+        let rec = log::recover(&files, ckpt)?;
+        let file = files.file(rec.seg)?;
+        let writer = LogWriter::new(
+            Arc::clone(&files),
+            rec.seg,
+            file,
+            rec.end,
+            effective.segment_bytes,
+            effective.durability,
+            rec.state.batch + 1,
+        );
+        let exact = rec.replayed == 0 && rec.truncated == 0;
+        let space = Space::rebuild(&files, &rec.state, ckpt_info.filter(|_| exact))?;
+        let state = rec.state;
+        let shared = Shared {
+            cache: NodeCache::new(effective.node_cache_bytes),
+            next_logical: AtomicU64::new(state.next_logical.max(1)),
+            next_item: AtomicU64::new(state.next_item.max(1)),
+            next_store: AtomicU32::new(state.next_store.max(1)),
+            item_tag: fastrand::u64(..),
+            opts: effective,
+            storage,
+            files,
+            state: RwLock::new(Arc::new(state)),
+            commit: Mutex::new(CommitCtx { writer, space }),
+            comparators: RwLock::new(HashMap::new()),
+            snapshots: Mutex::new(BTreeMap::new()),
+            background_error: Mutex::new(None),
+            _lock: lock,
+        };
+        let db = Database {
+            shared: Arc::new(shared),
+        };
+        if rec.replayed > 0 || rec.truncated > 0 {
+            db.checkpoint()?;
+        }
+        Ok(db)
+    }
+
+    /// Reads the persisted options of the database in `path` without opening it (SOP's
+    /// `GetOptions`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when there is no options file, [`Error::Corruption`] when it is damaged.
+    pub fn read_options(path: impl AsRef<Path>) -> Result<DatabaseOptions> {
+        options_file::read(&FileStorage::new(), path.as_ref())
+    }
+
+    /// True when `path` holds a database.
+    #[must_use]
+    pub fn is_database(path: impl AsRef<Path>) -> bool {
+        path.as_ref().join(options_file::FILE).exists()
+    }
+
+    /// The options in effect.
+    #[must_use]
+    pub fn options(&self) -> &DatabaseOptions {
+        &self.shared.opts
+    }
+
+    /// The database folder.
+    #[must_use]
+    pub fn path(&self) -> &PathBuf {
+        &self.shared.opts.path
+    }
+
+    /// Begins a transaction with the default maximum duration (15 minutes).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] after a fatal I/O error.
+    pub fn begin(&self, mode: TransactionMode) -> Result<Transaction> {
+        self.begin_with_max_duration(mode, DEFAULT_MAX_TXN_DURATION)
+    }
+
+    /// Begins a transaction that must commit within `max` (capped at one hour; zero means the
+    /// default).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] after a fatal I/O error.
+    pub fn begin_with_max_duration(
+        &self,
+        mode: TransactionMode,
+        max: Duration,
+    ) -> Result<Transaction> {
+        let max = if max.is_zero() {
+            DEFAULT_MAX_TXN_DURATION
+        } else {
+            max.min(MAX_TXN_DURATION_CAP)
+        };
+        Transaction::begin(Arc::clone(&self.shared), mode, max)
+    }
+
+    /// Registers a custom key comparator under `name`; stores created with
+    /// `StoreOptions::comparator = Some(name)` order their keys with it. Register it before
+    /// opening such a store, in every process, with the same ordering.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a lock was poisoned.
+    pub fn register_comparator(
+        &self,
+        name: &str,
+        cmp: impl Fn(&[u8], &[u8]) -> std::cmp::Ordering + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.shared
+            .comparators
+            .write()
+            .map_err(poisoned)?
+            .insert(name.to_owned(), Arc::new(cmp));
+        Ok(())
+    }
+
+    /// Names of the committed stores.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a lock was poisoned.
+    pub fn store_names(&self) -> Result<Vec<String>> {
+        Ok(self.shared.state()?.stores.keys().cloned().collect())
+    }
+
+    /// Writes a checkpoint now (also done automatically as the log grows, and on recovery).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut ctx = self.shared.commit_lock()?;
+        let state = self.shared.state()?;
+        let ctx = &mut *ctx;
+        ctx.space
+            .checkpoint(&self.shared, &mut ctx.writer, &state)?;
+        ctx.space.collect(&self.shared, &ctx.writer)?;
+        Ok(())
+    }
+
+    /// Bytes of the log files on disk.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn disk_usage(&self) -> Result<u64> {
+        let mut total = 0;
+        for seg in self.shared.files.list()? {
+            let f = self.shared.files.file(seg)?;
+            total += f
+                .len()
+                .map_err(|e| Error::io(self.shared.files.path(seg), e))?;
+        }
+        Ok(total)
+    }
+
+    /// Reads every structure of the database and checks every checksum and B-tree invariant.
+    ///
+    /// # Errors
+    /// I/O errors; problems found are listed in the report, not returned as errors.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        verify::verify(&self.shared)
+    }
+
+    /// Number of commits since the database was created.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a lock was poisoned.
+    pub fn commit_seq(&self) -> Result<u64> {
+        Ok(self.shared.state()?.seq)
+    }
+}

@@ -1,0 +1,165 @@
+//! Space accounting and reclamation of log segments.
+//!
+//! Every registry entry points into a segment; a segment's *live* bytes are the sizes of the
+//! records still referenced. When a commit replaces or removes an entry, the old record becomes
+//! garbage. A sealed segment with no live bytes is deleted once
+//! - a checkpoint covers a state that no longer references it, and recovery starts after it
+//!   (the checkpoint's log position is in a later segment), and
+//! - no running transaction holds a snapshot old enough to read from it.
+//!
+//! A sealed segment that is mostly garbage is *compacted*: its live records are copied to the
+//! head of the log by a relocation commit (same versions, new locations), after which it holds
+//! no live bytes and is deleted as above. So the log never grows without bound.
+
+use std::collections::BTreeMap;
+
+use super::{CommitCtx, Shared};
+use crate::error::{Error, Result};
+use crate::log::{LogFiles, LogWriter, write_checkpoint};
+use crate::registry::Entry;
+use crate::state::DbState;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SegInfo {
+    live: u64,
+    /// File size once sealed.
+    size: Option<u64>,
+    /// Commit seq from which on no state references it.
+    garbage_at: Option<u64>,
+}
+
+/// Per-segment live bytes, garbage and checkpoint bookkeeping.
+#[derive(Debug, Default)]
+pub struct Space {
+    segs: BTreeMap<u32, SegInfo>,
+    ckpt_seq: u64,
+    ckpt_seg: u32,
+}
+
+impl Space {
+    /// Rebuilds the accounting from a recovered state. `ckpt` is the (seq, segment) of a
+    /// checkpoint that covers `state` exactly, if there is one.
+    pub fn rebuild(files: &LogFiles, state: &DbState, ckpt: Option<(u64, u32)>) -> Result<Space> {
+        let mut s = Space::default();
+        for seg in files.list()? {
+            s.segs.insert(seg, SegInfo::default());
+        }
+        for (_, e) in state.registry.iter() {
+            s.segs.entry(e.loc.seg).or_default().live += u64::from(e.loc.len);
+        }
+        if let Some((seq, seg)) = ckpt {
+            s.ckpt_seq = seq;
+            s.ckpt_seg = seg;
+        }
+        Ok(s)
+    }
+
+    /// Accounts a commit: `replaced` entries lost their records, `updates` point at new ones.
+    pub fn on_commit(
+        &mut self,
+        replaced: &[Entry],
+        updates: &[(u64, Entry)],
+        seq: u64,
+        writer_seg: u32,
+    ) {
+        for e in replaced {
+            if let Some(i) = self.segs.get_mut(&e.loc.seg) {
+                i.live = i.live.saturating_sub(u64::from(e.loc.len));
+            }
+        }
+        for (_, e) in updates {
+            if !e.is_empty() {
+                self.segs.entry(e.loc.seg).or_default().live += u64::from(e.loc.len);
+            }
+        }
+        self.segs.entry(writer_seg).or_default();
+        for (seg, i) in self.segs.range_mut(..writer_seg) {
+            let _ = seg;
+            if i.live == 0 && i.garbage_at.is_none() {
+                i.garbage_at = Some(seq);
+            }
+        }
+    }
+
+    /// Writes a checkpoint of `state` (the current state) at the writer's position.
+    pub fn checkpoint(
+        &mut self,
+        shared: &Shared,
+        writer: &mut LogWriter,
+        state: &DbState,
+    ) -> Result<()> {
+        writer.sync_always()?;
+        let (seg, off) = writer.position();
+        write_checkpoint(&*shared.storage, &shared.opts.path, state, seg, off)?;
+        writer.since_checkpoint = 0;
+        self.ckpt_seq = state.seq;
+        self.ckpt_seg = seg;
+        Ok(())
+    }
+
+    /// Deletes the garbage segments that nothing can read any more.
+    pub fn collect(&mut self, shared: &Shared, writer: &LogWriter) -> Result<()> {
+        let oldest = shared.oldest_snapshot().unwrap_or(u64::MAX);
+        let (wseg, _) = writer.position();
+        let doomed: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(seg, i)| {
+                **seg < self.ckpt_seg
+                    && **seg < wseg
+                    && i.garbage_at
+                        .is_some_and(|g| g <= self.ckpt_seq && g <= oldest)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for seg in &doomed {
+            shared.files.remove(*seg)?;
+            self.segs.remove(seg);
+        }
+        let dir = shared.files.dir();
+        shared.storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
+    }
+
+    /// A sealed segment worth compacting: mostly garbage but still holding live records.
+    pub fn compaction_candidate(
+        &mut self,
+        files: &LogFiles,
+        writer_seg: u32,
+    ) -> Result<Option<u32>> {
+        for (seg, i) in self.segs.range_mut(..writer_seg) {
+            if i.live == 0 || i.garbage_at.is_some() {
+                continue;
+            }
+            let size = match i.size {
+                Some(s) => s,
+                None => {
+                    let f = files.file(*seg)?;
+                    let s = f.len().map_err(|e| Error::io(files.path(*seg), e))?;
+                    i.size = Some(s);
+                    s
+                }
+            };
+            if i.live * 2 < size {
+                return Ok(Some(*seg));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Work done after every commit, still under the commit lock: checkpoint when the log has
+/// grown, compact one mostly-garbage segment, delete unreachable segments.
+pub(crate) fn after_commit(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+    let wseg = ctx.writer.position().0;
+    if let Some(seg) = ctx.space.compaction_candidate(&shared.files, wseg)? {
+        crate::txn::relocate(shared, ctx, seg)?;
+    }
+    if ctx.writer.since_checkpoint >= shared.opts.checkpoint_bytes {
+        let state = shared.state()?;
+        ctx.space.checkpoint(shared, &mut ctx.writer, &state)?;
+    }
+    ctx.space.collect(shared, &ctx.writer)
+}

@@ -1,0 +1,1133 @@
+//! Store handles: [`RawBtree`] (byte keys and values) and the typed [`Btree<K, V>`] over it.
+//!
+//! A handle belongs to one transaction and has its own cursor (SOP's model): `find`, `first`,
+//! `next`... move it, `current_*` read under it, `update_current_*` / `remove_current_item`
+//! change the item under it. Range iteration ([`RawBtree::range`], [`Btree::range`]) is the
+//! idiomatic alternative: a double-ended iterator of `Result` items.
+//!
+//! Behaviour follows SOP's observed semantics: `add` of an existing key in a unique store
+//! returns `false` (and positions the cursor on the existing item); `find` of a missing key
+//! returns `false` and leaves the cursor on the next greater item, or on the last item when the
+//! key is past the end; `update`/`remove` of a missing key return `false`; `count` includes
+//! the transaction's own changes; duplicates iterate newest first.
+
+use std::cmp::Ordering;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use crate::btree::{self, Item, ItemId, Node, Pos, Seek, ValueRef};
+use crate::error::{Error, Result};
+use crate::log::record::{self, ImageId, Kind, image_prefix};
+use crate::options::{TransactionMode, ValuePlacement};
+use crate::state::StoreId;
+use crate::txn::nodes::{NewBlob, TxnNodes};
+use crate::txn::{CursorState, StoreInfo, TxnState, info_of, lock};
+use crate::types::{Key, Value};
+
+/// An item with raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawItem {
+    /// Encoded key.
+    pub key: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Item id.
+    pub id: ItemId,
+}
+
+/// An item of a typed store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreItem<K, V> {
+    /// Key.
+    pub key: K,
+    /// Value.
+    pub value: V,
+    /// Item id.
+    pub id: ItemId,
+}
+
+/// The working context of one operation: the store's node view and the handle's cursor.
+struct Ctx<'a> {
+    nodes: TxnNodes<'a>,
+    cursor: &'a mut CursorState,
+    mode: TransactionMode,
+}
+
+fn with<R>(
+    txn: &Mutex<TxnState>,
+    store: StoreId,
+    cursor: usize,
+    f: impl FnOnce(&mut Ctx<'_>) -> Result<R>,
+) -> Result<R> {
+    let mut guard = lock(txn)?;
+    guard.check_active()?;
+    let st = &mut *guard;
+    let mode = st.mode;
+    let ts = st
+        .stores
+        .get_mut(&store)
+        .filter(|s| !s.dropped)
+        .ok_or_else(|| {
+            Error::StoreNotFound(format!("store #{store} was removed in this transaction"))
+        })?;
+    let mut spare = CursorState::default();
+    let cursor = st.cursors.get_mut(cursor).unwrap_or(&mut spare);
+    let reads = (mode == TransactionMode::ForWriting).then_some(&mut st.reads);
+    let mut ctx = Ctx {
+        nodes: TxnNodes {
+            shared: &st.shared,
+            snapshot: &st.snapshot,
+            store: ts,
+            reads,
+        },
+        cursor,
+        mode,
+    };
+    f(&mut ctx)
+}
+
+impl Ctx<'_> {
+    fn writable(&self) -> Result<()> {
+        if self.mode == TransactionMode::ForWriting {
+            Ok(())
+        } else {
+            Err(Error::ReadOnlyTransaction(self.mode.name()))
+        }
+    }
+
+    fn shape(&self) -> btree::Shape {
+        self.nodes.store.shape.clone()
+    }
+
+    fn root(&self) -> u64 {
+        self.nodes.store.meta.root
+    }
+
+    fn set_cursor(&mut self, pos: Option<Pos>) {
+        match pos {
+            Some(p) => {
+                self.cursor.current = p.item().map(|i| (i.key.clone(), i.id));
+                self.cursor.pos = Some((p, self.nodes.store.changes));
+            }
+            None => {
+                self.cursor.current = None;
+                self.cursor.pos = None;
+            }
+        }
+    }
+
+    fn seek(&mut self, key: &[u8], id: ItemId, how: Seek) -> Result<Option<Pos>> {
+        let shape = self.shape();
+        let root = self.root();
+        btree::seek(&mut self.nodes, &shape, root, key, id, how)
+    }
+
+    /// The cursor's position, re-seeking after changes. `None` when there is no current item
+    /// or it was removed.
+    fn position(&mut self) -> Result<Option<Pos>> {
+        if let Some((p, stamp)) = &self.cursor.pos {
+            if *stamp == self.nodes.store.changes {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let Some((k, id)) = self.cursor.current.clone() else {
+            return Ok(None);
+        };
+        let shape = self.shape();
+        let pos = self.seek(&k, id, Seek::Ge)?;
+        let exact = pos.filter(|p| {
+            p.item()
+                .is_some_and(|i| shape.order.full(&i.key, i.id, &k, id) == Ordering::Equal)
+        });
+        if let Some(p) = &exact {
+            self.cursor.pos = Some((p.clone(), self.nodes.store.changes));
+        }
+        Ok(exact)
+    }
+
+    fn current_item(&mut self) -> Result<Item> {
+        let pos = self.position()?.ok_or(Error::NoCurrentItem)?;
+        pos.item().cloned().ok_or(Error::NoCurrentItem)
+    }
+
+    fn read_value(&mut self, v: &ValueRef) -> Result<Vec<u8>> {
+        match v {
+            ValueRef::Inline(b) => Ok(b.clone()),
+            ValueRef::Pending(b) => Ok(b.to_vec()),
+            ValueRef::Blob { id, len } => {
+                let entry = match self.nodes.store.new_blobs.get(id) {
+                    Some(nb) => nb.entry,
+                    None => self
+                        .nodes
+                        .snapshot
+                        .registry
+                        .get(*id)
+                        .copied()
+                        .ok_or_else(|| {
+                            Error::corruption(
+                                self.nodes.shared.files.dir(),
+                                0,
+                                format!("value blob {id} is not in the registry"),
+                            )
+                        })?,
+                };
+                let files = &self.nodes.shared.files;
+                let rec = files.read(entry.loc)?;
+                let bad =
+                    |why: String| Error::corruption(files.path(entry.loc.seg), entry.loc.off, why);
+                if rec.kind != Kind::Blob {
+                    return Err(bad("registry points at a record that is not a blob".into()));
+                }
+                let (img, body) =
+                    record::parse_image(rec.payload()).map_err(|e| bad(e.to_string()))?;
+                if img.logical != *id || img.version != entry.version || body.len() as u64 != *len {
+                    return Err(bad(format!(
+                        "blob image {}/v{} does not match {id}/v{}",
+                        img.logical, img.version, entry.version
+                    )));
+                }
+                Ok(body.to_vec())
+            }
+        }
+    }
+
+    /// Makes a value reference for a new value per the store's placement.
+    fn new_value(&mut self, value: &[u8]) -> Result<ValueRef> {
+        match self.nodes.store.meta.options.value_placement {
+            ValuePlacement::InNode => Ok(ValueRef::Inline(value.to_vec())),
+            ValuePlacement::SeparateBlob => Ok(ValueRef::Pending(Arc::new(value.to_vec()))),
+            ValuePlacement::ActivelyPersisted => {
+                let shared = self.nodes.shared;
+                let id = shared.new_logical();
+                let store = self.nodes.store.meta.id;
+                let prefix = image_prefix(ImageId {
+                    store,
+                    logical: id,
+                    version: 1,
+                });
+                let loc = {
+                    let mut ctx = shared.commit_lock()?;
+                    ctx.writer.append(Kind::Blob, &[&prefix, value])?
+                };
+                self.nodes.store.new_blobs.insert(
+                    id,
+                    NewBlob {
+                        entry: crate::registry::Entry {
+                            loc,
+                            version: 1,
+                            store,
+                        },
+                    },
+                );
+                Ok(ValueRef::Blob {
+                    id,
+                    len: value.len() as u64,
+                })
+            }
+        }
+    }
+
+    /// Forgets a value that is no longer referenced.
+    fn drop_value(&mut self, v: &ValueRef) {
+        if let ValueRef::Blob { id, .. } = v {
+            if self.nodes.store.new_blobs.remove(id).is_none() {
+                self.nodes.store.freed.push(*id);
+            }
+        }
+    }
+
+    fn add(&mut self, key: &[u8], value: &[u8], only_if_absent: bool) -> Result<bool> {
+        self.writable()?;
+        self.cursor.pos = None;
+        if only_if_absent && !self.nodes.store.shape.order.unique && self.find(key)? {
+            return Ok(false);
+        }
+        let id = self.nodes.shared.new_item_id();
+        let v = self.new_value(value)?;
+        let shape = self.shape();
+        let mut root = self.root();
+        let item = Item {
+            key: key.into(),
+            id,
+            value: v.clone(),
+        };
+        let added = btree::insert(&mut self.nodes, &shape, &mut root, item)?;
+        self.nodes.store.meta.root = root;
+        if added {
+            self.nodes.store.meta.count += 1;
+            self.cursor.current = Some((key.into(), id));
+        } else {
+            self.drop_value(&v);
+            let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
+            self.set_cursor(pos);
+        }
+        Ok(added)
+    }
+
+    /// Positions on the first item with `key`, or the next greater item, or the last item.
+    fn find(&mut self, key: &[u8]) -> Result<bool> {
+        let pos = match self.seek(key, ItemId::MAX, Seek::Ge)? {
+            Some(p) => Some(p),
+            None => {
+                let root = self.root();
+                btree::last(&mut self.nodes, root)?
+            }
+        };
+        let order = &self.nodes.store.shape.order;
+        let found = pos
+            .as_ref()
+            .and_then(Pos::item)
+            .is_some_and(|i| order.keys(&i.key, key) == Ordering::Equal);
+        self.set_cursor(pos);
+        Ok(found)
+    }
+
+    fn find_with_id(&mut self, key: &[u8], id: ItemId) -> Result<bool> {
+        if self.nodes.store.shape.order.unique {
+            let found = self.find(key)?;
+            return Ok(found && self.cursor.current.as_ref().is_some_and(|(_, i)| *i == id));
+        }
+        let pos = self.seek(key, id, Seek::Ge)?;
+        let order = self.nodes.store.shape.order.clone();
+        let found = pos
+            .as_ref()
+            .and_then(Pos::item)
+            .is_some_and(|i| order.full(&i.key, i.id, key, id) == Ordering::Equal);
+        let pos = match pos {
+            Some(p) => Some(p),
+            None => {
+                let root = self.root();
+                btree::last(&mut self.nodes, root)?
+            }
+        };
+        self.set_cursor(pos);
+        Ok(found)
+    }
+
+    fn find_desc(&mut self, key: &[u8]) -> Result<bool> {
+        let pos = match self.seek(key, 0, Seek::Le)? {
+            Some(p) => Some(p),
+            None => {
+                let root = self.root();
+                btree::first(&mut self.nodes, root)?
+            }
+        };
+        let order = &self.nodes.store.shape.order;
+        let found = pos
+            .as_ref()
+            .and_then(Pos::item)
+            .is_some_and(|i| order.keys(&i.key, key) == Ordering::Equal);
+        self.set_cursor(pos);
+        Ok(found)
+    }
+
+    fn step(&mut self, forward: bool) -> Result<bool> {
+        let cached = match &self.cursor.pos {
+            Some((p, stamp)) if *stamp == self.nodes.store.changes => Some(p.clone()),
+            _ => None,
+        };
+        let next = match (cached, self.cursor.current.clone()) {
+            (Some(p), _) => {
+                if forward {
+                    btree::step_next(&mut self.nodes, p)?
+                } else {
+                    btree::step_prev(&mut self.nodes, p)?
+                }
+            }
+            (None, Some((k, id))) => {
+                self.seek(&k, id, if forward { Seek::Gt } else { Seek::Lt })?
+            }
+            (None, None) => return Ok(false),
+        };
+        let moved = next.is_some();
+        self.set_cursor(next);
+        Ok(moved)
+    }
+
+    /// Replaces the value of the item under the cursor.
+    fn set_current(&mut self, new_key: Option<&[u8]>, value: Option<&[u8]>) -> Result<bool> {
+        self.writable()?;
+        let Some(pos) = self.position()? else {
+            return Ok(false);
+        };
+        self.cursor.pos = None;
+        let Some(old) = pos.item().cloned() else {
+            return Ok(false);
+        };
+        if let Some(k) = new_key {
+            if self.nodes.store.shape.order.keys(k, &old.key) != Ordering::Equal {
+                return Err(Error::InvalidArgument(
+                    "the new key does not compare equal to the current key: changing it would affect the order; remove and add instead".into(),
+                ));
+            }
+        }
+        let new_value = match value {
+            Some(v) => Some(self.new_value(v)?),
+            None => None,
+        };
+        let (leaf_id, idx) = (pos.leaf_id, pos.idx);
+        drop(pos);
+        let node = btree::NodeStore::node_mut(&mut self.nodes, leaf_id)?;
+        let Node::Leaf(items) = node else {
+            return Ok(false);
+        };
+        let Some(it) = items.get_mut(idx) else {
+            return Ok(false);
+        };
+        if let Some(k) = new_key {
+            it.key = k.into();
+        }
+        let old_value = new_value.map(|v| std::mem::replace(&mut it.value, v));
+        let key = it.key.clone();
+        if let Some(ov) = old_value {
+            self.drop_value(&ov);
+        }
+        self.cursor.current = Some((key, old.id));
+        Ok(true)
+    }
+
+    fn remove_current(&mut self) -> Result<bool> {
+        self.writable()?;
+        let Some(pos) = self.position()? else {
+            return Ok(false);
+        };
+        let Some((key, id)) = pos.item().map(|i| (i.key.clone(), i.id)) else {
+            return Ok(false);
+        };
+        drop(pos);
+        self.cursor.pos = None;
+        let shape = self.shape();
+        let mut root = self.root();
+        let removed = btree::remove(&mut self.nodes, &shape, &mut root, &key, id)?;
+        self.nodes.store.meta.root = root;
+        let Some(removed) = removed else {
+            return Ok(false);
+        };
+        self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
+        self.drop_value(&removed.value);
+        // The cursor moves to the item that followed.
+        let next = self.seek(&key, id, Seek::Gt)?;
+        self.set_cursor(next);
+        Ok(true)
+    }
+}
+
+/// A store of byte keys and byte values inside a transaction, with its own cursor.
+#[derive(Debug)]
+pub struct RawBtree {
+    txn: Arc<Mutex<TxnState>>,
+    store: StoreId,
+    cursor: usize,
+}
+
+impl RawBtree {
+    pub(crate) fn new(txn: Arc<Mutex<TxnState>>, st: &mut TxnState, store: StoreId) -> Self {
+        st.cursors.push(CursorState::default());
+        let cursor = st.cursors.len() - 1;
+        RawBtree { txn, store, cursor }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Ctx<'_>) -> Result<R>) -> Result<R> {
+        with(&self.txn, self.store, self.cursor, f)
+    }
+
+    /// Adds an item. In a unique store, returns `false` when the key exists (nothing changes
+    /// and the cursor moves to the existing item); duplicates are always added.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnlyTransaction`], [`Error::TransactionClosed`], I/O errors.
+    pub fn add(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.with(|c| c.add(key, value, false))
+    }
+
+    /// Adds an item only when no item has this key (also in stores with duplicates).
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn add_if_not_exist(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.with(|c| c.add(key, value, true))
+    }
+
+    /// Updates the first item with `key`, or adds one. Returns true.
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn upsert(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.with(|c| {
+            c.writable()?;
+            if c.find(key)? {
+                c.set_current(None, Some(value))
+            } else {
+                c.add(key, value, false)
+            }
+        })
+    }
+
+    /// Replaces the value of the first item with `key`. Returns false when absent.
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn update(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.with(|c| {
+            c.writable()?;
+            if c.find(key)? {
+                c.set_current(None, Some(value))
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    /// Replaces the key bytes of the first item with `key` by `new_key`, which must compare
+    /// equal to it (for keys that carry data beside their ordering fields, with a custom
+    /// comparator). Returns false when absent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `new_key` would change the order.
+    pub fn update_key(&self, key: &[u8], new_key: &[u8]) -> Result<bool> {
+        self.with(|c| {
+            c.writable()?;
+            if c.find(key)? {
+                c.set_current(Some(new_key), None)
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    /// Replaces the key of the item under the cursor (see [`RawBtree::update_key`]).
+    ///
+    /// # Errors
+    /// As [`RawBtree::update_key`].
+    pub fn update_current_key(&self, new_key: &[u8]) -> Result<bool> {
+        self.with(|c| c.set_current(Some(new_key), None))
+    }
+
+    /// Replaces the value of the item under the cursor. Returns false when there is none.
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn update_current_value(&self, value: &[u8]) -> Result<bool> {
+        self.with(|c| c.set_current(None, Some(value)))
+    }
+
+    /// Replaces key (order-neutral) and value of the item under the cursor.
+    ///
+    /// # Errors
+    /// As [`RawBtree::update_key`].
+    pub fn update_current_item(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.with(|c| c.set_current(Some(key), Some(value)))
+    }
+
+    /// Removes the first item with `key`. Returns false when absent.
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.with(|c| {
+            c.writable()?;
+            if c.find(key)? {
+                c.remove_current()
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    /// Removes the item under the cursor; the cursor moves to the item that followed it.
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn remove_current_item(&self) -> Result<bool> {
+        self.with(|c| c.remove_current())
+    }
+
+    /// Positions the cursor on the first item with `key` and returns true; when absent returns
+    /// false with the cursor on the next greater item (or the last item). `first_item_with_key`
+    /// is accepted for SOP compatibility: the cursor always lands on the first duplicate.
+    ///
+    /// # Errors
+    /// I/O errors, [`Error::TransactionClosed`].
+    pub fn find(&self, key: &[u8], first_item_with_key: bool) -> Result<bool> {
+        let _ = first_item_with_key;
+        self.with(|c| c.find(key))
+    }
+
+    /// Positions the cursor on the item with `key` and `id` (one of several duplicates).
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn find_with_id(&self, key: &[u8], id: ItemId) -> Result<bool> {
+        self.with(|c| c.find_with_id(key, id))
+    }
+
+    /// Positions the cursor on the last item with `key` or the nearest smaller one, for
+    /// iterating backwards with [`RawBtree::previous`]. True when `key` exists.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn find_in_descending_order(&self, key: &[u8]) -> Result<bool> {
+        self.with(|c| c.find_desc(key))
+    }
+
+    /// Positions the cursor on the first item. False when the store is empty.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn first(&self) -> Result<bool> {
+        self.with(|c| {
+            let root = c.root();
+            let p = btree::first(&mut c.nodes, root)?;
+            let found = p.is_some();
+            c.set_cursor(p);
+            Ok(found)
+        })
+    }
+
+    /// Positions the cursor on the last item. False when the store is empty.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn last(&self) -> Result<bool> {
+        self.with(|c| {
+            let root = c.root();
+            let p = btree::last(&mut c.nodes, root)?;
+            let found = p.is_some();
+            c.set_cursor(p);
+            Ok(found)
+        })
+    }
+
+    /// Moves the cursor to the next item. False (and no current item) at the end.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn next(&self) -> Result<bool> {
+        self.with(|c| c.step(true))
+    }
+
+    /// Moves the cursor to the previous item. False (and no current item) at the start.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn previous(&self) -> Result<bool> {
+        self.with(|c| c.step(false))
+    }
+
+    /// Key and id of the item under the cursor.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn current_key(&self) -> Result<Option<(Vec<u8>, ItemId)>> {
+        self.with(|c| match c.position()? {
+            Some(p) => Ok(p.item().map(|i| (i.key.to_vec(), i.id))),
+            None => Ok(None),
+        })
+    }
+
+    /// Value of the item under the cursor.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn current_value(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.current_item()?.map(|i| i.value))
+    }
+
+    /// The item under the cursor.
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn current_item(&self) -> Result<Option<RawItem>> {
+        self.with(|c| match c.current_item() {
+            Ok(it) => {
+                let value = c.read_value(&it.value)?;
+                Ok(Some(RawItem {
+                    key: it.key.to_vec(),
+                    value,
+                    id: it.id,
+                }))
+            }
+            Err(Error::NoCurrentItem) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The value of the first item with `key` (does not move the cursor).
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with(|c| {
+            let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
+                return Ok(None);
+            };
+            match p.item() {
+                Some(i) if c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal => {
+                    let v = i.value.clone();
+                    c.read_value(&v).map(Some)
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// True when an item has `key` (does not move the cursor).
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        self.with(|c| {
+            let p = c.seek(key, ItemId::MAX, Seek::Ge)?;
+            Ok(p.as_ref()
+                .and_then(Pos::item)
+                .is_some_and(|i| c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal))
+        })
+    }
+
+    /// Number of items, including this transaction's changes.
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn count(&self) -> Result<u64> {
+        self.with(|c| {
+            c.nodes.store.count_read = true;
+            Ok(c.nodes.store.meta.count)
+        })
+    }
+
+    /// True for a store with unique keys.
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn is_unique(&self) -> Result<bool> {
+        self.with(|c| Ok(c.nodes.store.shape.order.unique))
+    }
+
+    /// The store's name, options and count.
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn info(&self) -> Result<StoreInfo> {
+        let mut st = lock(&self.txn)?;
+        st.check_active()?;
+        info_of(&mut st, self.store)
+    }
+
+    /// Items with keys in `range`, in order; `.rev()` iterates backwards.
+    #[must_use]
+    pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> RawRange {
+        RawRange {
+            txn: Arc::clone(&self.txn),
+            store: self.store,
+            lo: range.start_bound().cloned(),
+            hi: range.end_bound().cloned(),
+            front: End::default(),
+            back: End::default(),
+            done: false,
+        }
+    }
+
+    /// Every item, in order.
+    #[must_use]
+    pub fn iter(&self) -> RawRange {
+        self.range::<std::ops::RangeFull>(..)
+    }
+}
+
+#[derive(Debug, Default)]
+struct End {
+    last: Option<(Box<[u8]>, ItemId)>,
+    pos: Option<(Pos, u64)>,
+}
+
+/// Iterator over a key range of a [`RawBtree`].
+#[derive(Debug)]
+pub struct RawRange {
+    txn: Arc<Mutex<TxnState>>,
+    store: StoreId,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    front: End,
+    back: End,
+    done: bool,
+}
+
+impl RawRange {
+    fn step(&mut self, forward: bool) -> Result<Option<RawItem>> {
+        let (lo, hi) = (&self.lo, &self.hi);
+        let (me, other) = if forward {
+            (&mut self.front, &self.back)
+        } else {
+            (&mut self.back, &self.front)
+        };
+        with(&self.txn, self.store, usize::MAX, |c| {
+            let changes = c.nodes.store.changes;
+            let cached = match me.pos.take() {
+                Some((p, stamp)) if stamp == changes => Some(p),
+                _ => None,
+            };
+            let next = match (cached, &me.last) {
+                (Some(p), _) => {
+                    if forward {
+                        btree::step_next(&mut c.nodes, p)?
+                    } else {
+                        btree::step_prev(&mut c.nodes, p)?
+                    }
+                }
+                (None, Some((k, id))) => {
+                    c.seek(k, *id, if forward { Seek::Gt } else { Seek::Lt })?
+                }
+                (None, None) => {
+                    let root = c.root();
+                    match (forward, lo, hi) {
+                        (true, Bound::Included(k), _) => c.seek(k, ItemId::MAX, Seek::Ge)?,
+                        (true, Bound::Excluded(k), _) => c.seek(k, 0, Seek::Gt)?,
+                        (true, Bound::Unbounded, _) => btree::first(&mut c.nodes, root)?,
+                        (false, _, Bound::Included(k)) => c.seek(k, 0, Seek::Le)?,
+                        (false, _, Bound::Excluded(k)) => c.seek(k, ItemId::MAX, Seek::Lt)?,
+                        (false, _, Bound::Unbounded) => btree::last(&mut c.nodes, root)?,
+                    }
+                }
+            };
+            let Some(p) = next else { return Ok(None) };
+            let Some(item) = p.item() else {
+                return Ok(None);
+            };
+            let order = &c.nodes.store.shape.order;
+            let inside = if forward {
+                match hi {
+                    Bound::Included(h) => order.keys(&item.key, h) != Ordering::Greater,
+                    Bound::Excluded(h) => order.keys(&item.key, h) == Ordering::Less,
+                    Bound::Unbounded => true,
+                }
+            } else {
+                match lo {
+                    Bound::Included(l) => order.keys(&item.key, l) != Ordering::Less,
+                    Bound::Excluded(l) => order.keys(&item.key, l) == Ordering::Greater,
+                    Bound::Unbounded => true,
+                }
+            };
+            let before_other = other.last.as_ref().is_none_or(|(k, id)| {
+                let o = order.full(&item.key, item.id, k, *id);
+                if forward {
+                    o == Ordering::Less
+                } else {
+                    o == Ordering::Greater
+                }
+            });
+            if !inside || !before_other {
+                return Ok(None);
+            }
+            let (key, id, v) = (item.key.clone(), item.id, item.value.clone());
+            me.last = Some((key.clone(), id));
+            me.pos = Some((p, changes));
+            let value = c.read_value(&v)?;
+            Ok(Some(RawItem {
+                key: key.into_vec(),
+                value,
+                id,
+            }))
+        })
+    }
+}
+
+impl Iterator for RawRange {
+    type Item = Result<RawItem>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.step(true).transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+}
+
+impl DoubleEndedIterator for RawRange {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.step(false).transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+}
+
+/// A typed store: keys through the order-preserving [`Key`] encoding, values through serde.
+/// Every method mirrors the [`RawBtree`] one of the same name.
+#[derive(Debug)]
+pub struct Btree<K, V> {
+    raw: RawBtree,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+fn enc<K: Key>(k: &K) -> Vec<u8> {
+    let mut out = Vec::new();
+    k.encode_key(&mut out);
+    out
+}
+
+fn enc_value<V: Value>(v: &V) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    v.encode_value(&mut out)?;
+    Ok(out)
+}
+
+impl<K: Key, V: Value> Btree<K, V> {
+    pub(crate) fn wrap(raw: RawBtree) -> Self {
+        Btree {
+            raw,
+            _types: PhantomData,
+        }
+    }
+
+    /// The untyped handle underneath.
+    #[must_use]
+    pub fn raw(&self) -> &RawBtree {
+        &self.raw
+    }
+
+    /// See [`RawBtree::add`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`]; [`Error::Encoding`] when the value does not serialize.
+    pub fn add(&self, key: &K, value: &V) -> Result<bool> {
+        self.raw.add(&enc(key), &enc_value(value)?)
+    }
+    /// See [`RawBtree::add_if_not_exist`].
+    ///
+    /// # Errors
+    /// As [`Btree::add`].
+    pub fn add_if_not_exist(&self, key: &K, value: &V) -> Result<bool> {
+        self.raw.add_if_not_exist(&enc(key), &enc_value(value)?)
+    }
+    /// See [`RawBtree::upsert`].
+    ///
+    /// # Errors
+    /// As [`Btree::add`].
+    pub fn upsert(&self, key: &K, value: &V) -> Result<bool> {
+        self.raw.upsert(&enc(key), &enc_value(value)?)
+    }
+    /// See [`RawBtree::update`].
+    ///
+    /// # Errors
+    /// As [`Btree::add`].
+    pub fn update(&self, key: &K, value: &V) -> Result<bool> {
+        self.raw.update(&enc(key), &enc_value(value)?)
+    }
+    /// See [`RawBtree::update_key`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::update_key`].
+    pub fn update_key(&self, key: &K, new_key: &K) -> Result<bool> {
+        self.raw.update_key(&enc(key), &enc(new_key))
+    }
+    /// See [`RawBtree::update_current_key`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::update_key`].
+    pub fn update_current_key(&self, new_key: &K) -> Result<bool> {
+        self.raw.update_current_key(&enc(new_key))
+    }
+    /// See [`RawBtree::update_current_value`].
+    ///
+    /// # Errors
+    /// As [`Btree::add`].
+    pub fn update_current_value(&self, value: &V) -> Result<bool> {
+        self.raw.update_current_value(&enc_value(value)?)
+    }
+    /// See [`RawBtree::update_current_item`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::update_key`].
+    pub fn update_current_item(&self, key: &K, value: &V) -> Result<bool> {
+        self.raw.update_current_item(&enc(key), &enc_value(value)?)
+    }
+    /// See [`RawBtree::remove`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn remove(&self, key: &K) -> Result<bool> {
+        self.raw.remove(&enc(key))
+    }
+    /// See [`RawBtree::remove_current_item`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::add`].
+    pub fn remove_current_item(&self) -> Result<bool> {
+        self.raw.remove_current_item()
+    }
+    /// See [`RawBtree::find`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn find(&self, key: &K, first_item_with_key: bool) -> Result<bool> {
+        self.raw.find(&enc(key), first_item_with_key)
+    }
+    /// See [`RawBtree::find_with_id`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn find_with_id(&self, key: &K, id: ItemId) -> Result<bool> {
+        self.raw.find_with_id(&enc(key), id)
+    }
+    /// See [`RawBtree::find_in_descending_order`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn find_in_descending_order(&self, key: &K) -> Result<bool> {
+        self.raw.find_in_descending_order(&enc(key))
+    }
+    /// See [`RawBtree::first`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn first(&self) -> Result<bool> {
+        self.raw.first()
+    }
+    /// See [`RawBtree::last`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn last(&self) -> Result<bool> {
+        self.raw.last()
+    }
+    /// See [`RawBtree::next`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&self) -> Result<bool> {
+        self.raw.next()
+    }
+    /// See [`RawBtree::previous`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn previous(&self) -> Result<bool> {
+        self.raw.previous()
+    }
+    /// See [`RawBtree::current_key`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`]; [`Error::Encoding`] when stored bytes do not decode.
+    pub fn current_key(&self) -> Result<Option<(K, ItemId)>> {
+        match self.raw.current_key()? {
+            Some((k, id)) => Ok(Some((K::decode_key(&k)?, id))),
+            None => Ok(None),
+        }
+    }
+    /// See [`RawBtree::current_value`].
+    ///
+    /// # Errors
+    /// As [`Btree::current_key`].
+    pub fn current_value(&self) -> Result<Option<V>> {
+        match self.raw.current_value()? {
+            Some(v) => Ok(Some(V::decode_value(&v)?)),
+            None => Ok(None),
+        }
+    }
+    /// See [`RawBtree::current_item`].
+    ///
+    /// # Errors
+    /// As [`Btree::current_key`].
+    pub fn current_item(&self) -> Result<Option<StoreItem<K, V>>> {
+        match self.raw.current_item()? {
+            Some(i) => Ok(Some(decode_item(i)?)),
+            None => Ok(None),
+        }
+    }
+    /// See [`RawBtree::get`].
+    ///
+    /// # Errors
+    /// As [`Btree::current_key`].
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        match self.raw.get(&enc(key))? {
+            Some(v) => Ok(Some(V::decode_value(&v)?)),
+            None => Ok(None),
+        }
+    }
+    /// See [`RawBtree::contains_key`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::find`].
+    pub fn contains_key(&self, key: &K) -> Result<bool> {
+        self.raw.contains_key(&enc(key))
+    }
+    /// See [`RawBtree::count`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::count`].
+    pub fn count(&self) -> Result<u64> {
+        self.raw.count()
+    }
+    /// See [`RawBtree::is_unique`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::count`].
+    pub fn is_unique(&self) -> Result<bool> {
+        self.raw.is_unique()
+    }
+    /// See [`RawBtree::info`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::count`].
+    pub fn info(&self) -> Result<StoreInfo> {
+        self.raw.info()
+    }
+    /// Items with keys in `range`, in order; `.rev()` iterates backwards.
+    pub fn range<R: RangeBounds<K>>(&self, range: R) -> Range<K, V> {
+        let map = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(enc(k)),
+            Bound::Excluded(k) => Bound::Excluded(enc(k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Range {
+            raw: self
+                .raw
+                .range((map(range.start_bound()), map(range.end_bound()))),
+            _types: PhantomData,
+        }
+    }
+    /// Every item, in order.
+    pub fn iter(&self) -> Range<K, V> {
+        Range {
+            raw: self.raw.iter(),
+            _types: PhantomData,
+        }
+    }
+}
+
+fn decode_item<K: Key, V: Value>(i: RawItem) -> Result<StoreItem<K, V>> {
+    Ok(StoreItem {
+        key: K::decode_key(&i.key)?,
+        value: V::decode_value(&i.value)?,
+        id: i.id,
+    })
+}
+
+/// Iterator over a key range of a [`Btree`].
+#[derive(Debug)]
+pub struct Range<K, V> {
+    raw: RawRange,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Key, V: Value> Iterator for Range<K, V> {
+    type Item = Result<StoreItem<K, V>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.raw.next()?.and_then(decode_item))
+    }
+}
+
+impl<K: Key, V: Value> DoubleEndedIterator for Range<K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        Some(self.raw.next_back()?.and_then(decode_item))
+    }
+}

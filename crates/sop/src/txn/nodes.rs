@@ -1,0 +1,176 @@
+//! A transaction's view of one store's nodes: the [`NodeStore`] the B-tree algorithms run on.
+//!
+//! Reads go to the transaction's own changed nodes first, then through its snapshot's registry
+//! to the L1 cache or the log. The first write to a committed node copies it into the
+//! transaction (copy-on-write); new nodes get fresh logical ids. In `ForWriting` mode every
+//! committed node read is recorded with its version, for validation at commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::btree::{Node, NodeStore, Shape};
+use crate::db::Shared;
+use crate::error::{Error, Result};
+use crate::log::record::{self, Kind};
+use crate::registry::{Entry, LogicalId};
+use crate::state::{DbState, StoreId, StoreMeta};
+
+/// A node changed by the transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Dirty {
+    pub node: Arc<Node>,
+    /// Version of the committed node it replaces (0 for a new node).
+    pub base: u64,
+}
+
+/// Where an actively persisted blob of this transaction was written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewBlob {
+    pub entry: Entry,
+}
+
+/// One store as the transaction sees it.
+#[derive(Debug)]
+pub(crate) struct TxnStore {
+    /// Working copy: root and count include this transaction's changes.
+    pub meta: StoreMeta,
+    /// The committed meta at the snapshot (None when created by this transaction).
+    pub base: Option<Arc<StoreMeta>>,
+    pub shape: Shape,
+    pub dirty: HashMap<LogicalId, Dirty>,
+    /// Committed nodes and blobs this transaction frees.
+    pub freed: Vec<LogicalId>,
+    /// Blobs written before commit (actively persisted values).
+    pub new_blobs: HashMap<LogicalId, NewBlob>,
+    pub dropped: bool,
+    /// The transaction read the item count (validated at commit).
+    pub count_read: bool,
+    /// Bumped on every change, so cursors know to re-seek.
+    pub changes: u64,
+}
+
+impl TxnStore {
+    /// True when the transaction changed this store.
+    pub fn is_changed(&self) -> bool {
+        self.base.is_none()
+            || self.dropped
+            || !self.dirty.is_empty()
+            || !self.freed.is_empty()
+            || self
+                .base
+                .as_ref()
+                .is_some_and(|b| b.root != self.meta.root || b.count != self.meta.count)
+    }
+}
+
+/// Loads and decodes the committed node `id` (through the L1 cache).
+pub(crate) fn load_node(
+    shared: &Shared,
+    snapshot: &DbState,
+    store: StoreId,
+    id: LogicalId,
+) -> Result<(Arc<Node>, u64)> {
+    let entry = snapshot.registry.get(id).copied().ok_or_else(|| {
+        Error::corruption(
+            shared.files.dir(),
+            0,
+            format!("node {id} of store {store} is referenced but not in the registry"),
+        )
+    })?;
+    if let Some(n) = shared.cache.get(entry.loc) {
+        return Ok((n, entry.version));
+    }
+    let rec = shared.files.read(entry.loc)?;
+    let path = || shared.files.path(entry.loc.seg);
+    if rec.kind != Kind::Node {
+        return Err(Error::corruption(
+            path(),
+            entry.loc.off,
+            "registry points at a record that is not a node",
+        ));
+    }
+    let (img, body) = record::parse_image(rec.payload())
+        .map_err(|e| Error::corruption(path(), entry.loc.off, e.to_string()))?;
+    if img.logical != id
+        || img.version != entry.version
+        || img.store != entry.store
+        || entry.store != store
+    {
+        return Err(Error::corruption(
+            path(),
+            entry.loc.off,
+            format!(
+                "node image is {}/{} v{} but the registry expects {}/{} v{}",
+                img.store, img.logical, img.version, store, id, entry.version
+            ),
+        ));
+    }
+    let node = Node::decode(body)
+        .map_err(|e| Error::corruption(path(), entry.loc.off, format!("node: {e}")))?;
+    let node = Arc::new(node);
+    shared.cache.insert(entry.loc, Arc::clone(&node));
+    Ok((node, entry.version))
+}
+
+/// The node store of one store inside a transaction.
+pub(crate) struct TxnNodes<'a> {
+    pub shared: &'a Shared,
+    pub snapshot: &'a DbState,
+    pub store: &'a mut TxnStore,
+    /// Versions of committed nodes read (ForWriting only).
+    pub reads: Option<&'a mut HashMap<LogicalId, u64>>,
+}
+
+impl TxnNodes<'_> {
+    fn committed(&mut self, id: LogicalId) -> Result<(Arc<Node>, u64)> {
+        let (n, v) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
+        if let Some(r) = self.reads.as_deref_mut() {
+            r.entry(id).or_insert(v);
+        }
+        Ok((n, v))
+    }
+}
+
+impl NodeStore for TxnNodes<'_> {
+    fn node(&mut self, id: LogicalId) -> Result<Arc<Node>> {
+        if let Some(d) = self.store.dirty.get(&id) {
+            return Ok(Arc::clone(&d.node));
+        }
+        Ok(self.committed(id)?.0)
+    }
+
+    fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
+        if !self.store.dirty.contains_key(&id) {
+            let (node, base) = self.committed(id)?;
+            self.store.dirty.insert(id, Dirty { node, base });
+        }
+        self.store.changes += 1;
+        match self.store.dirty.get_mut(&id) {
+            Some(d) => Ok(Arc::make_mut(&mut d.node)),
+            None => Err(Error::InvalidArgument(format!(
+                "node {id} vanished from the write set"
+            ))),
+        }
+    }
+
+    fn alloc(&mut self, node: Node) -> LogicalId {
+        let id = self.shared.new_logical();
+        self.store.dirty.insert(
+            id,
+            Dirty {
+                node: Arc::new(node),
+                base: 0,
+            },
+        );
+        self.store.changes += 1;
+        id
+    }
+
+    fn free(&mut self, id: LogicalId) {
+        self.store.changes += 1;
+        match self.store.dirty.remove(&id) {
+            Some(d) if d.base == 0 => {}
+            _ => self.store.freed.push(id),
+        }
+    }
+}
