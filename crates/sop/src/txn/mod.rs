@@ -210,6 +210,14 @@ pub struct StoreInfo {
     pub count: u64,
 }
 
+impl StoreInfo {
+    /// The options as JSON (for tools).
+    #[must_use]
+    pub fn options_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.options).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// A transaction. Commit it with [`Transaction::commit`]; dropping it rolls it back.
 ///
 /// `Send`: it may move between threads, but is used by one thread at a time (its handles share
