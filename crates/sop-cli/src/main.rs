@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sop::{Database, DatabaseOptions, StoreOptions, TransactionMode};
 
 #[derive(Parser)]
-#[command(name = "sop", version, about = "Embedded transactional B-tree storage engine: tools")]
+#[command(
+    name = "sop",
+    version,
+    about = "Embedded transactional B-tree storage engine: tools"
+)]
 struct Cli {
     /// Database folder.
     #[arg(long, global = true, default_value = "./sop-data")]
@@ -38,7 +42,11 @@ enum Cmd {
     /// Print the value of a key (stores of string keys and values).
     Get { store: String, key: String },
     /// Set a key to a value (creates the store if needed).
-    Put { store: String, key: String, value: String },
+    Put {
+        store: String,
+        key: String,
+        value: String,
+    },
     /// Remove a key.
     Del { store: String, key: String },
     /// Print items in key order.
@@ -86,7 +94,10 @@ fn main() -> Result<()> {
                     serde_json::json!({"name": info.name, "count": info.count, "options": info.options_json()})
                 );
             } else {
-                println!("store {}: {} items, options {:?}", info.name, info.count, info.options);
+                println!(
+                    "store {}: {} items, options {:?}",
+                    info.name, info.count, info.options
+                );
             }
             Ok(())
         }
@@ -118,7 +129,13 @@ fn main() -> Result<()> {
             tx.commit()?;
             Ok(())
         }
-        Cmd::Scan { store, from, to, reverse, limit } => {
+        Cmd::Scan {
+            store,
+            from,
+            to,
+            reverse,
+            limit,
+        } => {
             let db = open_existing(&cli.db)?;
             let tx = db.begin(TransactionMode::ForReading)?;
             let s = tx.open_btree::<String, String>(&store)?;
@@ -127,11 +144,18 @@ fn main() -> Result<()> {
             let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
             let range = s.range((lo, hi));
             let items: Box<dyn Iterator<Item = sop::Result<sop::StoreItem<String, String>>>> =
-                if reverse { Box::new(range.rev()) } else { Box::new(range) };
+                if reverse {
+                    Box::new(range.rev())
+                } else {
+                    Box::new(range)
+                };
             for item in items.take(limit) {
                 let item = item?;
                 if cli.json {
-                    println!("{}", serde_json::json!({"key": item.key, "value": item.value}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"key": item.key, "value": item.value})
+                    );
                 } else {
                     println!("{}\t{}", item.key, item.value);
                 }
@@ -165,18 +189,27 @@ fn demo(dir: &PathBuf, n: u64, json: bool) -> Result<()> {
     let tx = db.begin(TransactionMode::ForWriting)?;
     let people = tx.new_btree::<(String, u32), String>("people", StoreOptions::default())?;
     for i in 0..n {
-        people.upsert(&(format!("user{:07}", i), (i % 97) as u32), &format!("value of user {i}"))?;
+        people.upsert(
+            &(format!("user{:07}", i), (i % 97) as u32),
+            &format!("value of user {i}"),
+        )?;
     }
     tx.commit()?;
     let secs = t.elapsed().as_secs_f64();
-    println!("wrote {n} items in one transaction: {secs:.3}s ({:.0} items/s)", n as f64 / secs);
+    println!(
+        "wrote {n} items in one transaction: {secs:.3}s ({:.0} items/s)",
+        n as f64 / secs
+    );
 
     let t = Instant::now();
     let tx = db.begin(TransactionMode::ForReading)?;
     let people = tx.open_btree::<(String, u32), String>("people")?;
     let mut found = 0u64;
     for i in (0..n).step_by(7) {
-        if people.get(&(format!("user{:07}", i), (i % 97) as u32))?.is_some() {
+        if people
+            .get(&(format!("user{:07}", i), (i % 97) as u32))?
+            .is_some()
+        {
             found += 1;
         }
     }
@@ -204,7 +237,10 @@ fn demo(dir: &PathBuf, n: u64, json: bool) -> Result<()> {
         people.remove(&(format!("user{:07}", i), (i % 97) as u32))?;
         tx.commit()?;
     }
-    println!("10 durable single-delete transactions: {:.3}s", t.elapsed().as_secs_f64());
+    println!(
+        "10 durable single-delete transactions: {:.3}s",
+        t.elapsed().as_secs_f64()
+    );
 
     let r = db.verify()?;
     println!(

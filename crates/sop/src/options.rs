@@ -174,7 +174,7 @@ impl StoreOptions {
     /// # Errors
     /// [`Error::InvalidOption`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        if !SLOT_LENGTH_RANGE.contains(&self.slot_length) || self.slot_length % 2 != 0 {
+        if !SLOT_LENGTH_RANGE.contains(&self.slot_length) || !self.slot_length.is_multiple_of(2) {
             return Err(Error::InvalidOption(format!(
                 "slot_length must be even and between 2 and 20000, got {}",
                 self.slot_length

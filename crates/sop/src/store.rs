@@ -126,10 +126,10 @@ impl Ctx<'_> {
     /// The cursor's position, re-seeking after changes. `None` when there is no current item
     /// or it was removed.
     fn position(&mut self) -> Result<Option<Pos>> {
-        if let Some((p, stamp)) = &self.cursor.pos {
-            if *stamp == self.nodes.store.changes {
-                return Ok(Some(p.clone()));
-            }
+        if let Some((p, stamp)) = &self.cursor.pos
+            && *stamp == self.nodes.store.changes
+        {
+            return Ok(Some(p.clone()));
         }
         let Some((k, id)) = self.cursor.current.clone() else {
             return Ok(None);
@@ -230,10 +230,10 @@ impl Ctx<'_> {
 
     /// Forgets a value that is no longer referenced.
     fn drop_value(&mut self, v: &ValueRef) {
-        if let ValueRef::Blob { id, .. } = v {
-            if self.nodes.store.new_blobs.remove(id).is_none() {
-                self.nodes.store.freed.push(*id);
-            }
+        if let ValueRef::Blob { id, .. } = v
+            && self.nodes.store.new_blobs.remove(id).is_none()
+        {
+            self.nodes.store.freed.push(*id);
         }
     }
 
@@ -355,12 +355,12 @@ impl Ctx<'_> {
         let Some(old) = pos.item().cloned() else {
             return Ok(false);
         };
-        if let Some(k) = new_key {
-            if self.nodes.store.shape.order.keys(k, &old.key) != Ordering::Equal {
-                return Err(Error::InvalidArgument(
+        if let Some(k) = new_key
+            && self.nodes.store.shape.order.keys(k, &old.key) != Ordering::Equal
+        {
+            return Err(Error::InvalidArgument(
                     "the new key does not compare equal to the current key: changing it would affect the order; remove and add instead".into(),
                 ));
-            }
         }
         let new_value = match value {
             Some(v) => Some(self.new_value(v)?),

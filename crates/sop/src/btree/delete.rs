@@ -168,10 +168,10 @@ fn rebalance<S: NodeStore>(
             None
         }
     };
-    if let (Some(s), Node::Internal { seps, .. }) = (new_sep, store.node_mut(pid)?) {
-        if let Some(slot) = seps.get_mut(li) {
-            *slot = s;
-        }
+    if let (Some(s), Node::Internal { seps, .. }) = (new_sep, store.node_mut(pid)?)
+        && let Some(slot) = seps.get_mut(li)
+    {
+        *slot = s;
     }
     Ok(())
 }

@@ -32,12 +32,11 @@ pub fn insert<S: NodeStore>(
         ));
     };
     let pos = lower_bound(shape, items, &item.key, item.id);
-    if shape.order.unique {
-        if let Some(existing) = items.get(pos) {
-            if shape.order.keys(&existing.key, &item.key) == Ordering::Equal {
-                return Ok(false);
-            }
-        }
+    if shape.order.unique
+        && let Some(existing) = items.get(pos)
+        && shape.order.keys(&existing.key, &item.key) == Ordering::Equal
+    {
+        return Ok(false);
     }
     drop(leaf);
     let len = {

@@ -45,6 +45,7 @@ fn shape(slot: usize, unique: bool, balance: bool) -> Shape {
 
 /// Checks structure and returns the items in order.
 fn check(store: &mut Mem, shape: &Shape, root: LogicalId) -> Vec<(Vec<u8>, ItemId)> {
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         store: &mut Mem,
         shape: &Shape,

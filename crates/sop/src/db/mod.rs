@@ -109,12 +109,12 @@ impl Shared {
 
     /// Releases a snapshot taken with [`Shared::take_snapshot`].
     pub fn release_snapshot(&self, seq: u64) {
-        if let Ok(mut snaps) = self.snapshots.lock() {
-            if let Some(n) = snaps.get_mut(&seq) {
-                *n -= 1;
-                if *n == 0 {
-                    snaps.remove(&seq);
-                }
+        if let Ok(mut snaps) = self.snapshots.lock()
+            && let Some(n) = snaps.get_mut(&seq)
+        {
+            *n -= 1;
+            if *n == 0 {
+                snaps.remove(&seq);
             }
         }
     }

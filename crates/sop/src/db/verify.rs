@@ -197,10 +197,10 @@ impl Walk<'_> {
                     if !self.in_bounds(&it.key, it.id, lo, hi) {
                         self.problem(id, format!("item {i} lies outside its parent's separators"));
                     }
-                    if let Some(prev) = i.checked_sub(1).and_then(|p| items.get(p)) {
-                        if self.order.full(&prev.key, prev.id, &it.key, it.id) != Ordering::Less {
-                            self.problem(id, format!("items {} and {i} are out of order", i - 1));
-                        }
+                    if let Some(prev) = i.checked_sub(1).and_then(|p| items.get(p))
+                        && self.order.full(&prev.key, prev.id, &it.key, it.id) != Ordering::Less
+                    {
+                        self.problem(id, format!("items {} and {i} are out of order", i - 1));
                     }
                     if let ValueRef::Blob { id: bid, len } = &it.value {
                         self.blob(*bid, *len);

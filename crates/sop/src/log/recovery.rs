@@ -159,12 +159,11 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
 fn later_sync(buf: &[u8], bad: usize, last_batch: u64) -> Option<usize> {
     let mut pos = (bad + 8) & !7;
     while pos + record::HEADER <= buf.len() {
-        if let Ok((Kind::Commit, payload)) = record::check(&buf[pos..]) {
-            if let Ok(rec) = record::decode_commit(payload) {
-                if rec.batch >= last_batch + 2 {
-                    return Some(pos);
-                }
-            }
+        if let Ok((Kind::Commit, payload)) = record::check(&buf[pos..])
+            && let Ok(rec) = record::decode_commit(payload)
+            && rec.batch >= last_batch + 2
+        {
+            return Some(pos);
         }
         pos += 8;
     }

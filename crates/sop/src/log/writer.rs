@@ -92,10 +92,11 @@ impl LogWriter {
     /// where the bytes will go.
     pub fn reserve(&mut self, len: u64) -> Result<(u32, u64)> {
         self.check()?;
-        if self.end > SEGMENT_HEADER && self.end + len > self.segment_bytes {
-            if let Err(e) = self.roll() {
-                return Err(self.poison(e));
-            }
+        if self.end > SEGMENT_HEADER
+            && self.end + len > self.segment_bytes
+            && let Err(e) = self.roll()
+        {
+            return Err(self.poison(e));
         }
         Ok((self.seg, self.end))
     }

@@ -75,6 +75,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// The current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// True when the file has no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write so far durable.

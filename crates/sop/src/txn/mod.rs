@@ -318,13 +318,13 @@ impl Transaction {
             ("key type", &info.options.key_type, K::type_name()),
             ("value type", &info.options.value_type, V::type_name()),
         ] {
-            if let Some(have) = have {
-                if *have != want {
-                    return Err(Error::IncompatibleStore {
-                        name: name.to_owned(),
-                        detail: format!("{what} is {have}, requested {want}"),
-                    });
-                }
+            if let Some(have) = have
+                && *have != want
+            {
+                return Err(Error::IncompatibleStore {
+                    name: name.to_owned(),
+                    detail: format!("{what} is {have}, requested {want}"),
+                });
             }
         }
         Ok(Btree::wrap(raw))

@@ -1,0 +1,1056 @@
+#![allow(clippy::unwrap_used)]
+//! Model-based property test of the store API.
+//!
+//! Random sequences of every store operation (through two [`RawBtree`] handles of the same store,
+//! each with its own cursor), plus commit, rollback, dropping a transaction, reopening the
+//! database (recovery), checkpoints and snapshot readers, run against the engine and against a
+//! model built on [`BTreeMap`]. Results, cursors, counts and contents are compared after every
+//! step; after every commit and reopen the committed contents are read back in a fresh
+//! `ForReading` transaction and `Database::verify` must report no problem.
+//!
+//! `SOP_MODEL_CASES` sets the number of cases per test (default 32, for each of the two tests);
+//! `SOP_MODEL_OPS` the maximum number of operations per case (default 150).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::ops::Bound;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, TestCaseError};
+use sop::{
+    Database, DatabaseOptions, Durability, Error, ItemId, RawBtree, RawItem, StoreOptions,
+    Transaction, TransactionMode, ValuePlacement,
+};
+
+const STORE: &str = "model";
+/// Store handles (cursors) used at once in the writing transaction.
+const HANDLES: usize = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Generated input
+// ---------------------------------------------------------------------------------------------
+
+/// A key: 0 to 2 bytes from a four-letter alphabet, so collisions and duplicates are frequent.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct K(Vec<u8>);
+
+impl fmt::Debug for K {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// A value: usually a few bytes, sometimes about 2 KB.
+#[derive(Clone, PartialEq, Eq)]
+struct V(Vec<u8>);
+
+impl fmt::Debug for V {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() <= 16 {
+            write!(f, "{:?}", self.0)
+        } else {
+            write!(f, "<{} bytes from {}>", self.0.len(), self.0[0])
+        }
+    }
+}
+
+fn key() -> impl Strategy<Value = K> {
+    prop_oneof![
+        1 => Just(K(Vec::new())),
+        8 => vec(b'a'..=b'd', 1..=2).prop_map(K),
+    ]
+}
+
+fn value() -> impl Strategy<Value = V> {
+    prop_oneof![
+        8 => vec(any::<u8>(), 0..12).prop_map(V),
+        1 => (any::<u8>(), 1024..2600usize).prop_map(|(b, n)| V((0..n)
+            .map(|i| b.wrapping_add((i % 251) as u8))
+            .collect())),
+    ]
+}
+
+fn bound() -> impl Strategy<Value = Bound<K>> {
+    prop_oneof![
+        1 => Just(Bound::Unbounded),
+        2 => key().prop_map(Bound::Included),
+        2 => key().prop_map(Bound::Excluded),
+    ]
+}
+
+/// How `find_with_id` picks its target.
+#[derive(Debug, Clone)]
+enum IdPick {
+    /// The key and id of an existing item (the `pick`-th).
+    Exact,
+    /// The id of an existing item with the generated key.
+    OtherKey,
+    /// A random id.
+    Random(u128),
+    Max,
+    Zero,
+}
+
+/// Order of `next` (true) and `next_back` (false) calls on a range.
+#[derive(Debug, Clone)]
+enum Dir {
+    Forward,
+    Reverse,
+    Mixed(Vec<bool>),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(usize, K, V),
+    AddIfNotExist(usize, K, V),
+    Upsert(usize, K, V),
+    Update(usize, K, V),
+    /// `update_key(key, new)`: the same key bytes when `None`, else other bytes (refused).
+    UpdateKey(usize, K, Option<K>),
+    Remove(usize, K),
+    Find(usize, K),
+    FindWithId(usize, K, usize, IdPick),
+    FindDesc(usize, K),
+    First(usize),
+    Last(usize),
+    Next(usize),
+    Previous(usize),
+    /// `first` + `next` to the end (or `last` + `previous`), checking every item.
+    Walk(usize, bool),
+    UpdateCurrentValue(usize, V),
+    UpdateCurrentKey(usize, Option<K>),
+    UpdateCurrentItem(usize, Option<K>, V),
+    RemoveCurrent(usize),
+    /// `current_key`, `current_value`, `current_item`.
+    Current(usize),
+    Get(K),
+    Range(Bound<K>, Bound<K>, Dir),
+    Commit,
+    Rollback,
+    DropTxn,
+    Reopen,
+    Checkpoint,
+    /// Begins a read-only transaction (ForReading or NoCheck) that keeps its snapshot.
+    ReaderBegin(bool),
+    /// Checks the reader still sees the committed state as of its begin.
+    ReaderCheck,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let h = 0..HANDLES;
+    prop_oneof![
+        10 => (h.clone(), key(), value()).prop_map(|(h, k, v)| Op::Add(h, k, v)),
+        3 => (h.clone(), key(), value()).prop_map(|(h, k, v)| Op::AddIfNotExist(h, k, v)),
+        4 => (h.clone(), key(), value()).prop_map(|(h, k, v)| Op::Upsert(h, k, v)),
+        4 => (h.clone(), key(), value()).prop_map(|(h, k, v)| Op::Update(h, k, v)),
+        1 => (h.clone(), key(), proptest::option::of(key()))
+            .prop_map(|(h, k, n)| Op::UpdateKey(h, k, n)),
+        6 => (h.clone(), key()).prop_map(|(h, k)| Op::Remove(h, k)),
+        4 => (h.clone(), key()).prop_map(|(h, k)| Op::Find(h, k)),
+        3 => (
+            h.clone(),
+            key(),
+            any::<usize>(),
+            prop_oneof![
+                4 => Just(IdPick::Exact),
+                2 => Just(IdPick::OtherKey),
+                1 => any::<u128>().prop_map(IdPick::Random),
+                1 => Just(IdPick::Max),
+                1 => Just(IdPick::Zero),
+            ]
+        )
+            .prop_map(|(h, k, i, p)| Op::FindWithId(h, k, i, p)),
+        3 => (h.clone(), key()).prop_map(|(h, k)| Op::FindDesc(h, k)),
+        2 => h.clone().prop_map(Op::First),
+        2 => h.clone().prop_map(Op::Last),
+        5 => h.clone().prop_map(Op::Next),
+        5 => h.clone().prop_map(Op::Previous),
+        1 => (h.clone(), any::<bool>()).prop_map(|(h, f)| Op::Walk(h, f)),
+        3 => (h.clone(), value()).prop_map(|(h, v)| Op::UpdateCurrentValue(h, v)),
+        1 => (h.clone(), proptest::option::weighted(0.3, key()))
+            .prop_map(|(h, k)| Op::UpdateCurrentKey(h, k)),
+        1 => (h.clone(), proptest::option::weighted(0.3, key()), value())
+            .prop_map(|(h, k, v)| Op::UpdateCurrentItem(h, k, v)),
+        4 => h.clone().prop_map(Op::RemoveCurrent),
+        2 => h.prop_map(Op::Current),
+        3 => key().prop_map(Op::Get),
+        3 => (
+            bound(),
+            bound(),
+            prop_oneof![
+                2 => Just(Dir::Forward),
+                2 => Just(Dir::Reverse),
+                1 => vec(any::<bool>(), 0..24).prop_map(Dir::Mixed),
+            ]
+        )
+            .prop_map(|(lo, hi, d)| Op::Range(lo, hi, d)),
+        3 => Just(Op::Commit),
+        1 => Just(Op::Rollback),
+        1 => Just(Op::DropTxn),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Checkpoint),
+        1 => any::<bool>().prop_map(Op::ReaderBegin),
+        1 => Just(Op::ReaderCheck),
+    ]
+}
+
+/// Store and database options of one case.
+#[derive(Debug, Clone)]
+struct Cfg {
+    unique: bool,
+    slot_length: usize,
+    placement: ValuePlacement,
+    leaf_load_balancing: bool,
+    durability: Durability,
+    node_cache_bytes: u64,
+}
+
+fn cfg(unique: bool) -> impl Strategy<Value = Cfg> {
+    (
+        prop_oneof![Just(2usize), Just(4), Just(8)],
+        prop_oneof![
+            Just(ValuePlacement::InNode),
+            Just(ValuePlacement::SeparateBlob),
+            Just(ValuePlacement::ActivelyPersisted),
+        ],
+        any::<bool>(),
+        prop_oneof![3 => Just(Durability::None), 1 => Just(Durability::Immediate)],
+        prop_oneof![Just(0u64), Just(16 << 10), Just(256 << 20)],
+    )
+        .prop_map(
+            move |(slot_length, placement, leaf_load_balancing, durability, node_cache_bytes)| {
+                Cfg {
+                    unique,
+                    slot_length,
+                    placement,
+                    leaf_load_balancing,
+                    durability,
+                    node_cache_bytes,
+                }
+            },
+        )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------------------------
+
+/// An item as the model sees it.
+#[derive(Clone, PartialEq, Eq)]
+struct Item {
+    key: Vec<u8>,
+    id: ItemId,
+    value: Vec<u8>,
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "({:?}, #{:x}, {:?})",
+            K(self.key.clone()),
+            self.id >> 64,
+            V(self.value.clone())
+        )
+    }
+}
+
+impl From<RawItem> for Item {
+    fn from(i: RawItem) -> Self {
+        Item {
+            key: i.key,
+            id: i.id,
+            value: i.value,
+        }
+    }
+}
+
+/// A cursor: the (key, id) of its current item, as the engine keeps it.
+type Cursor = Option<(Vec<u8>, ItemId)>;
+
+#[derive(Debug, Clone, Copy)]
+enum Seek {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+/// The contents of the store: key to its items in store order (newest, i.e. highest id, first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Model {
+    unique: bool,
+    map: BTreeMap<Vec<u8>, Vec<(ItemId, Vec<u8>)>>,
+}
+
+impl Model {
+    fn new(unique: bool) -> Self {
+        Model {
+            unique,
+            map: BTreeMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.values().map(Vec::len).sum()
+    }
+
+    fn items(&self) -> Vec<Item> {
+        self.map
+            .iter()
+            .flat_map(|(k, l)| {
+                l.iter().map(|(id, v)| Item {
+                    key: k.clone(),
+                    id: *id,
+                    value: v.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The store's full order: key, then (duplicates only) id descending.
+    fn cmp(&self, ak: &[u8], aid: ItemId, bk: &[u8], bid: ItemId) -> std::cmp::Ordering {
+        match ak.cmp(bk) {
+            std::cmp::Ordering::Equal if !self.unique => bid.cmp(&aid),
+            o => o,
+        }
+    }
+
+    fn seek(&self, key: &[u8], id: ItemId, how: Seek) -> Option<Item> {
+        use std::cmp::Ordering::{Greater, Less};
+        let items = self.items();
+        let c = |i: &Item| self.cmp(&i.key, i.id, key, id);
+        match how {
+            Seek::Ge => items.into_iter().find(|i| c(i) != Less),
+            Seek::Gt => items.into_iter().find(|i| c(i) == Greater),
+            Seek::Le => items.into_iter().rev().find(|i| c(i) != Greater),
+            Seek::Lt => items.into_iter().rev().find(|i| c(i) == Less),
+        }
+    }
+
+    fn first(&self) -> Option<Item> {
+        self.items().into_iter().next()
+    }
+
+    fn last(&self) -> Option<Item> {
+        self.items().pop()
+    }
+
+    /// The item a cursor is on (in unique stores ids are never compared, so a cursor follows
+    /// its key).
+    fn resolve(&self, cur: &Cursor) -> Option<Item> {
+        let (k, id) = cur.as_ref()?;
+        self.seek(k, *id, Seek::Ge)
+            .filter(|i| self.cmp(&i.key, i.id, k, *id) == std::cmp::Ordering::Equal)
+    }
+
+    fn first_with(&self, key: &[u8]) -> Option<Item> {
+        let (id, v) = self.map.get(key)?.first()?;
+        Some(Item {
+            key: key.to_vec(),
+            id: *id,
+            value: v.clone(),
+        })
+    }
+
+    fn has_id(&self, id: ItemId) -> bool {
+        self.map.values().flatten().any(|(i, _)| *i == id)
+    }
+
+    fn insert(&mut self, key: &[u8], id: ItemId, value: &[u8]) {
+        self.map
+            .entry(key.to_vec())
+            .or_default()
+            .insert(0, (id, value.to_vec()));
+    }
+
+    fn set_value(&mut self, key: &[u8], id: ItemId, value: &[u8]) {
+        let it = self
+            .map
+            .get_mut(key)
+            .and_then(|l| l.iter_mut().find(|(i, _)| *i == id))
+            .expect("model: set_value of a missing item");
+        it.1 = value.to_vec();
+    }
+
+    fn remove(&mut self, key: &[u8], id: ItemId) {
+        let l = self
+            .map
+            .get_mut(key)
+            .expect("model: remove of a missing key");
+        l.retain(|(i, _)| *i != id);
+        if l.is_empty() {
+            self.map.remove(key);
+        }
+    }
+
+    /// `find`: the first item with a key >= `key`, else the last item.
+    fn find(&self, key: &[u8]) -> (bool, Cursor) {
+        let pos = self
+            .seek(key, ItemId::MAX, Seek::Ge)
+            .or_else(|| self.last());
+        let found = pos.as_ref().is_some_and(|i| i.key == key);
+        (found, pos.map(|i| (i.key, i.id)))
+    }
+
+    fn in_range(key: &[u8], lo: &Bound<K>, hi: &Bound<K>) -> bool {
+        let above = match lo {
+            Bound::Included(l) => key >= l.0.as_slice(),
+            Bound::Excluded(l) => key > l.0.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let below = match hi {
+            Bound::Included(h) => key <= h.0.as_slice(),
+            Bound::Excluded(h) => key < h.0.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+}
+
+fn at(i: Option<Item>) -> Cursor {
+    i.map(|i| (i.key, i.id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness: engine and model side by side
+// ---------------------------------------------------------------------------------------------
+
+struct Reader {
+    tx: Transaction,
+    store: RawBtree,
+    seen: Model,
+}
+
+struct Harness {
+    cfg: Cfg,
+    dir: tempfile::TempDir,
+    /// Handles first, then the transaction, then the database: drop order matters for reopen.
+    h: Vec<RawBtree>,
+    tx: Option<Transaction>,
+    reader: Option<Reader>,
+    db: Option<Database>,
+    committed: Model,
+    work: Model,
+    cur: [Cursor; HANDLES],
+}
+
+fn collect(it: impl Iterator<Item = sop::Result<RawItem>>) -> Result<Vec<Item>> {
+    it.map(|r| r.map(Item::from).map_err(anyhow::Error::from))
+        .collect()
+}
+
+impl Harness {
+    fn new(cfg: Cfg) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let unique = cfg.unique;
+        let mut hs = Harness {
+            cfg,
+            dir,
+            h: Vec::new(),
+            tx: None,
+            reader: None,
+            db: None,
+            committed: Model::new(unique),
+            work: Model::new(unique),
+            cur: Default::default(),
+        };
+        hs.open()?;
+        let db = hs.db()?;
+        let tx = db.begin(TransactionMode::ForWriting)?;
+        let s = tx.new_raw_btree(STORE, hs.store_options())?;
+        ensure!(s.count()? == 0);
+        tx.commit()?;
+        hs.begin()?;
+        Ok(hs)
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            slot_length: self.cfg.slot_length,
+            is_unique: self.cfg.unique,
+            value_placement: self.cfg.placement,
+            leaf_load_balancing: self.cfg.leaf_load_balancing,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn open(&mut self) -> Result<()> {
+        let opts = DatabaseOptions {
+            durability: self.cfg.durability,
+            node_cache_bytes: self.cfg.node_cache_bytes,
+            // The smallest allowed, so segments roll over and checkpoints run on their own.
+            segment_bytes: 64 << 10,
+            checkpoint_bytes: 64 << 10,
+            ..DatabaseOptions::new(self.dir.path())
+        };
+        self.db = Some(Database::open(opts).context("open")?);
+        Ok(())
+    }
+
+    fn db(&self) -> Result<Database> {
+        self.db.clone().ok_or_else(|| anyhow!("no database"))
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        let tx = self.db()?.begin(TransactionMode::ForWriting)?;
+        self.h = (0..HANDLES)
+            .map(|i| {
+                if i == 0 {
+                    tx.open_raw_btree(STORE)
+                } else {
+                    // Creating an existing store with the same options opens it.
+                    tx.new_raw_btree(STORE, self.store_options())
+                }
+            })
+            .collect::<sop::Result<_>>()?;
+        self.tx = Some(tx);
+        self.work = self.committed.clone();
+        self.cur = Default::default();
+        Ok(())
+    }
+
+    /// Ends the writing transaction (already committed or rolled back, or dropped here).
+    fn end(&mut self) {
+        self.h.clear();
+        self.tx = None;
+    }
+
+    /// Reads the committed state in a fresh read-only transaction and verifies the database.
+    fn check_committed(&self, what: &str) -> Result<()> {
+        let db = self.db()?;
+        let tx = db.begin(TransactionMode::ForReading)?;
+        let s = tx.open_raw_btree(STORE)?;
+        let want = self.committed.items();
+        let got = collect(s.iter())?;
+        ensure!(
+            got == want,
+            "{what}: committed contents\n got {got:?}\nwant {want:?}"
+        );
+        ensure!(s.count()? == want.len() as u64, "{what}: committed count");
+        let back = collect(s.iter().rev())?;
+        ensure!(
+            back.iter().rev().eq(want.iter()),
+            "{what}: committed contents backwards\n got {back:?}\nwant {want:?}"
+        );
+        drop(s);
+        drop(tx);
+        let report = db.verify()?;
+        ensure!(report.is_ok(), "{what}: verify: {report:?}");
+        ensure!(
+            report.items == want.len() as u64,
+            "{what}: verify counted {} items, want {}",
+            report.items,
+            want.len()
+        );
+        Ok(())
+    }
+
+    /// Checks what is compared after every step.
+    fn check_step(&self, full: bool) -> Result<()> {
+        let s = &self.h[0];
+        let n = self.work.len() as u64;
+        ensure!(s.count()? == n, "count {} want {n}", s.count()?);
+        let info = self.tx()?.store_info(STORE)?;
+        ensure!(info.count == n, "store_info count {} want {n}", info.count);
+        if full {
+            let got = collect(self.h[1].iter())?;
+            let want = self.work.items();
+            ensure!(got == want, "contents\n got {got:?}\nwant {want:?}");
+        }
+        Ok(())
+    }
+
+    fn tx(&self) -> Result<&Transaction> {
+        self.tx.as_ref().ok_or_else(|| anyhow!("no transaction"))
+    }
+
+    /// Compares the engine's current item of handle `h` with the model's cursor.
+    fn check_cursor(&self, h: usize) -> Result<()> {
+        let s = &self.h[h];
+        let want = self.work.resolve(&self.cur[h]);
+        let got_key = s.current_key()?;
+        ensure!(
+            got_key == want.as_ref().map(|i| (i.key.clone(), i.id)),
+            "handle {h}: current_key {:?} want {want:?} (cursor {:?})",
+            got_key.map(|(k, id)| (K(k), id >> 64)),
+            self.cur[h].as_ref().map(|(k, id)| (K(k.clone()), id >> 64))
+        );
+        let got = s.current_item()?.map(Item::from);
+        ensure!(
+            got == want,
+            "handle {h}: current_item {got:?} want {want:?}"
+        );
+        let got_v = s.current_value()?;
+        ensure!(
+            got_v == want.as_ref().map(|i| i.value.clone()),
+            "handle {h}: current_value"
+        );
+        Ok(())
+    }
+
+    /// After an add: learns the new item's id from the engine (the one id under `key` the model
+    /// does not know), checks it is fresh and newest, and adds the item to the model.
+    fn learn_added(&mut self, h: usize, key: &[u8], value: &[u8]) -> Result<()> {
+        let k = key.to_vec();
+        let got = collect(self.h[h].range(k.clone()..=k))?;
+        let known: Vec<ItemId> = self
+            .work
+            .map
+            .get(key)
+            .map(|l| l.iter().map(|(i, _)| *i).collect())
+            .unwrap_or_default();
+        let new: Vec<&Item> = got.iter().filter(|i| !known.contains(&i.id)).collect();
+        ensure!(
+            new.len() == 1,
+            "after add of {:?}: items with the key {got:?}, known ids {known:x?}",
+            K(key.to_vec())
+        );
+        let id = new[0].id;
+        ensure!(!self.work.has_id(id), "added item id {id:x} is not fresh");
+        ensure!(
+            known.iter().all(|k| *k < id),
+            "added duplicate id {id:x} is not greater than the existing {known:x?} (newest first)"
+        );
+        self.work.insert(key, id, value);
+        self.cur[h] = Some((key.to_vec(), id));
+        let want: Vec<Item> = self
+            .work
+            .items()
+            .into_iter()
+            .filter(|i| i.key == key)
+            .collect();
+        ensure!(
+            got == want,
+            "items of the added key\n got {got:?}\nwant {want:?}"
+        );
+        Ok(())
+    }
+
+    fn expect_bool(what: &str, got: bool, want: bool) -> Result<()> {
+        ensure!(got == want, "{what} returned {got}, want {want}");
+        Ok(())
+    }
+
+    /// `add`, through the model: returns what the engine must return.
+    fn model_add(&mut self, h: usize, key: &K, value: &V, got: bool) -> Result<()> {
+        if self.work.unique && self.work.map.contains_key(&key.0) {
+            Self::expect_bool("add", got, false)?;
+            self.cur[h] = at(self.work.first_with(&key.0));
+        } else {
+            Self::expect_bool("add", got, true)?;
+            self.learn_added(h, &key.0, &value.0)?;
+        }
+        Ok(())
+    }
+
+    /// Positions handle `h` like `find` and returns the item found with exactly `key`.
+    fn model_find(&mut self, h: usize, key: &[u8]) -> Option<Item> {
+        let (found, cur) = self.work.find(key);
+        self.cur[h] = cur;
+        if found {
+            self.work.resolve(&self.cur[h])
+        } else {
+            None
+        }
+    }
+
+    /// Removes the item under the model cursor; the cursor moves to the following item.
+    fn model_remove_current(&mut self, h: usize, item: &Item) {
+        self.work.remove(&item.key, item.id);
+        self.cur[h] = at(self.work.seek(&item.key, item.id, Seek::Gt));
+    }
+
+    fn step(&mut self, op: &Op) -> Result<()> {
+        match op {
+            Op::Add(h, k, v) => {
+                let got = self.h[*h].add(&k.0, &v.0)?;
+                self.model_add(*h, k, v, got)?;
+            }
+            Op::AddIfNotExist(h, k, v) => {
+                let got = self.h[*h].add_if_not_exist(&k.0, &v.0)?;
+                if self.work.map.contains_key(&k.0) {
+                    Self::expect_bool("add_if_not_exist", got, false)?;
+                    self.cur[*h] = at(self.work.first_with(&k.0));
+                } else {
+                    Self::expect_bool("add_if_not_exist", got, true)?;
+                    self.learn_added(*h, &k.0, &v.0)?;
+                }
+            }
+            Op::Upsert(h, k, v) => {
+                let got = self.h[*h].upsert(&k.0, &v.0)?;
+                Self::expect_bool("upsert", got, true)?;
+                match self.model_find(*h, &k.0) {
+                    Some(i) => self.work.set_value(&i.key, i.id, &v.0),
+                    None => self.learn_added(*h, &k.0, &v.0)?,
+                }
+            }
+            Op::Update(h, k, v) => {
+                let got = self.h[*h].update(&k.0, &v.0)?;
+                let found = self.model_find(*h, &k.0);
+                Self::expect_bool("update", got, found.is_some())?;
+                if let Some(i) = found {
+                    self.work.set_value(&i.key, i.id, &v.0);
+                }
+            }
+            Op::UpdateKey(h, k, new) => {
+                let new_key = new.as_ref().unwrap_or(k);
+                let got = self.h[*h].update_key(&k.0, &new_key.0);
+                let found = self.model_find(*h, &k.0);
+                match (got, found) {
+                    (Ok(got), None) => Self::expect_bool("update_key", got, false)?,
+                    (Ok(got), Some(_)) if new_key == k => {
+                        Self::expect_bool("update_key", got, true)?;
+                    }
+                    (Err(Error::InvalidArgument(_)), Some(_)) if new_key != k => {}
+                    (got, found) => bail!("update_key returned {got:?}, model found {found:?}"),
+                }
+            }
+            Op::Remove(h, k) => {
+                let got = self.h[*h].remove(&k.0)?;
+                let found = self.model_find(*h, &k.0);
+                Self::expect_bool("remove", got, found.is_some())?;
+                if let Some(i) = found {
+                    self.model_remove_current(*h, &i);
+                }
+            }
+            Op::Find(h, k) => {
+                let got = self.h[*h].find(&k.0, true)?;
+                let found = self.model_find(*h, &k.0);
+                Self::expect_bool("find", got, found.is_some())?;
+                self.check_cursor(*h)?;
+            }
+            Op::FindWithId(h, k, pick, how) => {
+                let items = self.work.items();
+                let chosen = (!items.is_empty()).then(|| items[pick % items.len()].clone());
+                let (key, id) = match (how, chosen) {
+                    (IdPick::Exact, Some(i)) => (i.key, i.id),
+                    (IdPick::OtherKey, Some(i)) => (k.0.clone(), i.id),
+                    (IdPick::Exact | IdPick::OtherKey, None) => (k.0.clone(), 1),
+                    (IdPick::Random(id), _) => (k.0.clone(), *id),
+                    (IdPick::Max, _) => (k.0.clone(), ItemId::MAX),
+                    (IdPick::Zero, _) => (k.0.clone(), 0),
+                };
+                let got = self.h[*h].find_with_id(&key, id)?;
+                let want = if self.work.unique {
+                    let (found, cur) = self.work.find(&key);
+                    let found = found && cur.as_ref().is_some_and(|(_, i)| *i == id);
+                    self.cur[*h] = cur;
+                    found
+                } else {
+                    let pos = self.work.seek(&key, id, Seek::Ge);
+                    let found = pos.as_ref().is_some_and(|i| i.key == key && i.id == id);
+                    self.cur[*h] = at(pos.or_else(|| self.work.last()));
+                    found
+                };
+                Self::expect_bool("find_with_id", got, want)?;
+                self.check_cursor(*h)?;
+            }
+            Op::FindDesc(h, k) => {
+                let got = self.h[*h].find_in_descending_order(&k.0)?;
+                let pos = self
+                    .work
+                    .seek(&k.0, 0, Seek::Le)
+                    .or_else(|| self.work.first());
+                let found = pos.as_ref().is_some_and(|i| i.key == k.0);
+                self.cur[*h] = at(pos);
+                Self::expect_bool("find_in_descending_order", got, found)?;
+                self.check_cursor(*h)?;
+            }
+            Op::First(h) => {
+                let got = self.h[*h].first()?;
+                self.cur[*h] = at(self.work.first());
+                Self::expect_bool("first", got, self.cur[*h].is_some())?;
+                self.check_cursor(*h)?;
+            }
+            Op::Last(h) => {
+                let got = self.h[*h].last()?;
+                self.cur[*h] = at(self.work.last());
+                Self::expect_bool("last", got, self.cur[*h].is_some())?;
+                self.check_cursor(*h)?;
+            }
+            Op::Next(h) | Op::Previous(h) => {
+                let forward = matches!(op, Op::Next(_));
+                let got = if forward {
+                    self.h[*h].next()?
+                } else {
+                    self.h[*h].previous()?
+                };
+                let how = if forward { Seek::Gt } else { Seek::Lt };
+                let to = match &self.cur[*h] {
+                    Some((k, id)) => self.work.seek(k, *id, how),
+                    None => None,
+                };
+                // Stepping from no current item stays on none.
+                self.cur[*h] = at(to);
+                Self::expect_bool(
+                    if forward { "next" } else { "previous" },
+                    got,
+                    self.cur[*h].is_some(),
+                )?;
+                self.check_cursor(*h)?;
+            }
+            Op::Walk(h, forward) => {
+                let s = &self.h[*h];
+                let mut got = Vec::new();
+                let mut more = if *forward { s.first()? } else { s.last()? };
+                while more {
+                    let it = s
+                        .current_item()?
+                        .ok_or_else(|| anyhow!("walk: no current item after a true step"))?;
+                    got.push(Item::from(it));
+                    ensure!(got.len() <= self.work.len(), "walk: too many items {got:?}");
+                    more = if *forward { s.next()? } else { s.previous()? };
+                }
+                let mut want = self.work.items();
+                if !forward {
+                    want.reverse();
+                }
+                ensure!(got == want, "walk\n got {got:?}\nwant {want:?}");
+                self.cur[*h] = None;
+                self.check_cursor(*h)?;
+                // And one more step from the end stays at the end.
+                let again = if *forward { s.next()? } else { s.previous()? };
+                Self::expect_bool("step past the end", again, false)?;
+                self.check_cursor(*h)?;
+            }
+            Op::UpdateCurrentValue(h, v) => {
+                let got = self.h[*h].update_current_value(&v.0)?;
+                let item = self.work.resolve(&self.cur[*h]);
+                Self::expect_bool("update_current_value", got, item.is_some())?;
+                if let Some(i) = item {
+                    self.work.set_value(&i.key, i.id, &v.0);
+                }
+            }
+            Op::UpdateCurrentKey(h, other) | Op::UpdateCurrentItem(h, other, _) => {
+                let value = match op {
+                    Op::UpdateCurrentItem(_, _, v) => Some(v),
+                    _ => None,
+                };
+                let item = self.work.resolve(&self.cur[*h]);
+                let new_key = match (other, &item) {
+                    (Some(o), _) => o.0.clone(),
+                    (None, Some(i)) => i.key.clone(),
+                    (None, None) => b"a".to_vec(),
+                };
+                let got = match value {
+                    Some(v) => self.h[*h].update_current_item(&new_key, &v.0),
+                    None => self.h[*h].update_current_key(&new_key),
+                };
+                match (got, item) {
+                    (Ok(got), None) => Self::expect_bool("update_current_key/item", got, false)?,
+                    (Ok(got), Some(i)) if i.key == new_key => {
+                        Self::expect_bool("update_current_key/item", got, true)?;
+                        if let Some(v) = value {
+                            self.work.set_value(&i.key, i.id, &v.0);
+                        }
+                    }
+                    (Err(Error::InvalidArgument(_)), Some(i)) if i.key != new_key => {}
+                    (got, item) => bail!(
+                        "update_current_key/item({:?}) returned {got:?}, model item {item:?}",
+                        K(new_key)
+                    ),
+                }
+            }
+            Op::RemoveCurrent(h) => {
+                let got = self.h[*h].remove_current_item()?;
+                let item = self.work.resolve(&self.cur[*h]);
+                Self::expect_bool("remove_current_item", got, item.is_some())?;
+                if let Some(i) = item {
+                    self.model_remove_current(*h, &i);
+                }
+            }
+            Op::Current(h) => self.check_cursor(*h)?,
+            Op::Get(k) => {
+                let want = self.work.first_with(&k.0);
+                for s in &self.h {
+                    let got = s.get(&k.0)?;
+                    ensure!(
+                        got == want.as_ref().map(|i| i.value.clone()),
+                        "get({k:?}) = {:?}, want {want:?}",
+                        got.map(V)
+                    );
+                    let has = s.contains_key(&k.0)?;
+                    Self::expect_bool("contains_key", has, want.is_some())?;
+                }
+            }
+            Op::Range(lo, hi, dir) => {
+                let map = |b: &Bound<K>| match b {
+                    Bound::Included(k) => Bound::Included(k.0.clone()),
+                    Bound::Excluded(k) => Bound::Excluded(k.0.clone()),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let r = self.h[0].range((map(lo), map(hi)));
+                let mut want: VecDeque<Item> = self
+                    .work
+                    .items()
+                    .into_iter()
+                    .filter(|i| Model::in_range(&i.key, lo, hi))
+                    .collect();
+                match dir {
+                    Dir::Forward => {
+                        let got = collect(r)?;
+                        ensure!(
+                            got.iter().eq(want.iter()),
+                            "range\n got {got:?}\nwant {want:?}"
+                        );
+                    }
+                    Dir::Reverse => {
+                        let got = collect(r.rev())?;
+                        ensure!(
+                            got.iter().eq(want.iter().rev()),
+                            "range rev\n got {got:?}\nwant {want:?}"
+                        );
+                    }
+                    Dir::Mixed(pattern) => {
+                        let mut r = r;
+                        let mut steps = pattern.iter().copied().chain(std::iter::repeat(true));
+                        loop {
+                            let front = steps.next().unwrap_or(true);
+                            let got = if front { r.next() } else { r.next_back() };
+                            let got = got.transpose()?.map(Item::from);
+                            let w = if front {
+                                want.pop_front()
+                            } else {
+                                want.pop_back()
+                            };
+                            ensure!(
+                                got == w,
+                                "range mixed ({} end): got {got:?} want {w:?}",
+                                if front { "front" } else { "back" }
+                            );
+                            if got.is_none() {
+                                break;
+                            }
+                        }
+                        ensure!(r.next().is_none(), "range goes on after its end");
+                    }
+                }
+            }
+            Op::Commit => {
+                self.tx()?.commit().context("commit")?;
+                ensure!(
+                    matches!(self.h[0].count(), Err(Error::TransactionClosed)),
+                    "a committed transaction's handle still works"
+                );
+                self.end();
+                self.committed = self.work.clone();
+                self.check_committed("after commit")?;
+                self.begin()?;
+            }
+            Op::Rollback => {
+                self.tx()?.rollback()?;
+                ensure!(
+                    matches!(self.h[1].add(b"a", b"x"), Err(Error::TransactionClosed)),
+                    "a rolled back transaction's handle still works"
+                );
+                self.end();
+                self.check_committed("after rollback")?;
+                self.begin()?;
+            }
+            Op::DropTxn => {
+                self.end();
+                self.check_committed("after dropping a transaction")?;
+                self.begin()?;
+            }
+            Op::Reopen => {
+                self.end();
+                self.reader = None;
+                self.db = None;
+                self.open()?;
+                self.check_committed("after reopen")?;
+                self.begin()?;
+            }
+            Op::Checkpoint => self.db()?.checkpoint().context("checkpoint")?,
+            Op::ReaderBegin(for_reading) => {
+                let mode = if *for_reading {
+                    TransactionMode::ForReading
+                } else {
+                    TransactionMode::NoCheck
+                };
+                let tx = self.db()?.begin(mode)?;
+                let store = tx.open_raw_btree(STORE)?;
+                ensure!(
+                    matches!(store.add(b"a", b"x"), Err(Error::ReadOnlyTransaction(_))),
+                    "a {mode:?} transaction accepted a write"
+                );
+                self.reader = Some(Reader {
+                    tx,
+                    store,
+                    seen: self.committed.clone(),
+                });
+                self.check_reader()?;
+            }
+            Op::ReaderCheck => self.check_reader()?,
+        }
+        Ok(())
+    }
+
+    fn check_reader(&self) -> Result<()> {
+        let Some(r) = &self.reader else {
+            return Ok(());
+        };
+        ensure!(r.tx.is_active());
+        let want = r.seen.items();
+        let got = collect(r.store.iter())?;
+        ensure!(
+            got == want,
+            "reader ({:?}) snapshot\n got {got:?}\nwant {want:?}",
+            r.tx.mode()
+        );
+        ensure!(r.store.count()? == want.len() as u64, "reader count");
+        Ok(())
+    }
+}
+
+fn run(cfg: Cfg, ops: &[Op]) -> Result<()> {
+    let mut hs = Harness::new(cfg)?;
+    for (i, op) in ops.iter().enumerate() {
+        hs.step(op)
+            .and_then(|()| hs.check_step(true))
+            .with_context(|| format!("step {i}: {op:?}"))?;
+    }
+    hs.step(&Op::Commit).context("final commit")?;
+    hs.step(&Op::Reopen).context("final reopen")?;
+    Ok(())
+}
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config() -> PtConfig {
+    PtConfig {
+        cases: env("SOP_MODEL_CASES", 32),
+        // Keep the repository clean: failures print their minimal case instead.
+        failure_persistence: None,
+        ..PtConfig::default()
+    }
+}
+
+fn max_ops() -> usize {
+    env("SOP_MODEL_OPS", 150) as usize
+}
+
+fn check(cfg: Cfg, ops: &[Op]) -> std::result::Result<(), TestCaseError> {
+    run(cfg, ops).map_err(|e| TestCaseError::fail(format!("{e:#}")))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn model_unique_keys(cfg in cfg(true), ops in vec(op(), 1..max_ops())) {
+        check(cfg, &ops)?;
+    }
+
+    #[test]
+    fn model_duplicate_keys(cfg in cfg(false), ops in vec(op(), 1..max_ops())) {
+        check(cfg, &ops)?;
+    }
+}
