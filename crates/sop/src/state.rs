@@ -56,8 +56,10 @@ pub enum StoreOp {
 pub struct CommitRecord {
     /// Commit sequence number: exactly one more than the previous commit's.
     pub seq: u64,
-    /// Number of log syncs before this commit's own (tells a torn tail from corruption).
-    pub batch: u64,
+    /// Highest commit seq known durable when this record was written (tells a torn tail
+    /// from corruption at recovery: a record claiming commit `s` durable proves that every byte
+    /// written before commit `s`'s record was durable).
+    pub durable: u64,
     /// Random transaction id (for logs and in-doubt lists).
     pub txn_id: u128,
     /// High-water mark of logical ids allocated so far.
@@ -77,8 +79,6 @@ pub struct CommitRecord {
 pub struct DbState {
     /// Sequence number of the last commit applied.
     pub seq: u64,
-    /// `batch` of the last commit applied.
-    pub batch: u64,
     /// Stores by name.
     pub stores: BTreeMap<String, Arc<StoreMeta>>,
     /// Logical id -> location and version.
@@ -142,7 +142,6 @@ impl DbState {
             }
         }
         self.seq = rec.seq;
-        self.batch = rec.batch;
         self.next_logical = self.next_logical.max(rec.next_logical);
         self.next_item = self.next_item.max(rec.next_item);
         self.next_store = self.next_store.max(rec.next_store);

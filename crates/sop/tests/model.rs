@@ -59,7 +59,7 @@ impl fmt::Debug for V {
 fn key() -> impl Strategy<Value = K> {
     prop_oneof![
         1 => Just(K(Vec::new())),
-        8 => vec(b'a'..=b'd', 1..=2).prop_map(K),
+        8 => vec(b'a'..=b'f', 1..=2).prop_map(K),
     ]
 }
 
@@ -1008,6 +1008,9 @@ impl Harness {
 fn run(cfg: Cfg, ops: &[Op]) -> Result<()> {
     let mut hs = Harness::new(cfg)?;
     for (i, op) in ops.iter().enumerate() {
+        if std::env::var("SOP_MODEL_DEBUG").is_ok() {
+            eprintln!("{i} {op:?} n={}", hs.work.len());
+        }
         hs.step(op)
             .and_then(|()| hs.check_step(true))
             .with_context(|| format!("step {i}: {op:?}"))?;

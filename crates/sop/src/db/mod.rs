@@ -277,7 +277,7 @@ impl Database {
             rec.end,
             effective.segment_bytes,
             effective.durability,
-            rec.state.batch + 1,
+            rec.state.seq,
         );
         let exact = rec.replayed == 0 && rec.truncated == 0;
         let space = Space::rebuild(&files, &rec.state, ckpt_info.filter(|_| exact))?;

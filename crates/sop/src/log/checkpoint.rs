@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! checkpoint.sop: magic "SOPCKPT1" | format u32 | payload length u64 | crc u32 | payload
-//! payload: seq u64 | batch u64 | log segment u32 | log offset u64 | next_logical u64 |
+//! payload: seq u64 | log segment u32 | log offset u64 | next_logical u64 |
 //!          next_item u64 | next_store u32 | store count varint | store metas |
 //!          entry count varint | entries
 //! ```
@@ -49,7 +49,6 @@ pub fn write_checkpoint(
 ) -> Result<()> {
     let mut w = Writer::default();
     w.u64(state.seq);
-    w.u64(state.batch);
     w.u32(seg);
     w.u64(off);
     w.u64(state.next_logical);
@@ -143,7 +142,6 @@ fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
     let mut r = Reader::new(payload);
     let mut state = DbState::new();
     state.seq = r.u64("seq")?;
-    state.batch = r.u64("batch")?;
     let seg = r.u32("segment")?;
     let off = r.u64("offset")?;
     state.next_logical = r.u64("next logical")?;

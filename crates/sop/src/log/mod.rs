@@ -10,7 +10,7 @@
 //! commit record is the single commit point. Recovery loads the checkpoint and applies every
 //! valid commit record after its position; the first invalid record of the last segment ends
 //! the log (a torn tail from a crash during an unacknowledged commit) unless a commit of a
-//! later sync batch follows it, which proves real corruption and is reported as such.
+//! commit written after the bad bytes were known durable follows it, which proves real corruption and is reported as such.
 
 mod checkpoint;
 mod files;

@@ -227,7 +227,7 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
 pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
     let mut w = Writer::default();
     w.u64(c.seq);
-    w.u64(c.batch);
+    w.u64(c.durable);
     w.u128(c.txn_id);
     w.u64(c.next_logical);
     w.u64(c.next_item);
@@ -263,7 +263,7 @@ pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
     let mut r = Reader::new(payload);
     let mut c = CommitRecord {
         seq: r.u64("seq")?,
-        batch: r.u64("batch")?,
+        durable: r.u64("durable seq")?,
         txn_id: r.u128("txn id")?,
         next_logical: r.u64("next logical")?,
         next_item: r.u64("next item")?,
@@ -329,7 +329,7 @@ mod tests {
     fn commit_round_trip() {
         let c = CommitRecord {
             seq: 9,
-            batch: 3,
+            durable: 3,
             txn_id: 77,
             next_logical: 100,
             next_item: 55,

@@ -4,10 +4,10 @@
 //! the checkpoint position (sequence numbers must follow one another). At the first invalid
 //! record:
 //! - in a sealed segment (not the last one) it is corruption;
-//! - in the last segment it is a torn tail *unless* a valid commit record stamped with a sync
-//!   batch at least two greater than the last applied commit's follows it: a crash can only tear
-//!   the bytes written since the last completed sync, so a later completed sync means real
-//!   corruption. A torn tail is truncated away (it held no acknowledged commit).
+//! - in the last segment it is a torn tail *unless* a valid commit record follows it that was
+//!   written when commit `last + 1` was already durable (its `durable` field is at least
+//!   `last + 1`): the bad bytes precede that commit's record, so they had been synced, and the
+//!   damage is real corruption. A torn tail is truncated away (it held no acknowledged commit).
 
 use std::sync::Arc;
 
@@ -129,7 +129,7 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
                     if !last {
                         return Err(Error::corruption(&path, pos as u64, why));
                     }
-                    if let Some(at) = later_sync(&buf, pos, state.batch) {
+                    if let Some(at) = later_sync(&buf, pos, state.seq) {
                         return Err(Error::corruption(
                             &path,
                             pos as u64,
@@ -148,20 +148,22 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
         if !last {
             continue;
         }
+        // What was read may sit only in the page cache (the previous process died before its
+        // sync): make it durable before anything new is acknowledged after it.
+        f.sync().map_err(|e| Error::io(&path, e))?;
         files.insert(seg, f)?;
     }
     out.state = state;
     Ok(out)
 }
 
-/// Looks past a bad record for a valid commit record of a sync batch that proves the bad
-/// bytes were once durable.
-fn later_sync(buf: &[u8], bad: usize, last_batch: u64) -> Option<usize> {
+/// Looks past a bad record for a valid commit record proving the bad bytes were once durable.
+fn later_sync(buf: &[u8], bad: usize, last_seq: u64) -> Option<usize> {
     let mut pos = (bad + 8) & !7;
     while pos + record::HEADER <= buf.len() {
         if let Ok((Kind::Commit, payload)) = record::check(&buf[pos..])
             && let Ok(rec) = record::decode_commit(payload)
-            && rec.batch >= last_batch + 2
+            && rec.durable > last_seq
         {
             return Some(pos);
         }

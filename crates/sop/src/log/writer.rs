@@ -26,8 +26,8 @@ pub struct LogWriter {
     end: u64,
     segment_bytes: u64,
     durability: Durability,
-    /// Number of syncs done (stamped into commit records as `batch`).
-    batch: u64,
+    /// Highest commit seq made durable (stamped into commit records as `durable`).
+    durable_seq: u64,
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
     poisoned: Option<String>,
@@ -43,7 +43,7 @@ impl LogWriter {
         end: u64,
         segment_bytes: u64,
         durability: Durability,
-        batch: u64,
+        durable_seq: u64,
     ) -> Self {
         LogWriter {
             files,
@@ -52,7 +52,7 @@ impl LogWriter {
             end,
             segment_bytes,
             durability,
-            batch,
+            durable_seq,
             since_checkpoint: 0,
             poisoned: None,
             unsynced: false,
@@ -70,10 +70,10 @@ impl LogWriter {
         (self.seg, self.end)
     }
 
-    /// Syncs done so far.
+    /// Highest commit seq known durable.
     #[must_use]
-    pub fn batch(&self) -> u64 {
-        self.batch
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
     }
 
     fn check(&self) -> Result<()> {
@@ -142,20 +142,21 @@ impl LogWriter {
         })
     }
 
-    /// Makes everything written durable (per the durability setting) and counts a batch.
-    pub fn sync(&mut self) -> Result<()> {
+    /// Makes everything written durable (per the durability setting); `upto` is the seq of
+    /// the last commit written.
+    pub fn sync(&mut self, upto: u64) -> Result<()> {
         self.check()?;
-        if self.durability == Durability::Immediate && self.unsynced {
-            if let Err(e) = self.file.sync() {
-                let err = Error::io(self.files.path(self.seg), e);
-                return Err(self.poison(err));
-            }
-            self.unsynced = false;
-        }
         if self.durability == Durability::Immediate {
-            // Only real syncs count: with `Durability::None` a power cut may reorder unsynced
+            if self.unsynced {
+                if let Err(e) = self.file.sync() {
+                    let err = Error::io(self.files.path(self.seg), e);
+                    return Err(self.poison(err));
+                }
+                self.unsynced = false;
+            }
+            // Only real syncs count: with `Durability::None` a power cut may drop any unsynced
             // commits, and recovery must then treat the whole unsynced tail as torn.
-            self.batch += 1;
+            self.durable_seq = self.durable_seq.max(upto);
         }
         Ok(())
     }

@@ -245,7 +245,7 @@ pub(crate) fn write_commit(
     let (seg, start) = ctx.writer.reserve(estimate as u64)?;
     let mut rec = CommitRecord {
         seq: cur.seq + 1,
-        batch: ctx.writer.batch(),
+        durable: ctx.writer.durable_seq(),
         txn_id,
         next_logical: shared.next_logical.load(Ordering::Relaxed),
         next_item: shared.next_item.load(Ordering::Relaxed),
@@ -273,7 +273,7 @@ pub(crate) fn write_commit(
     let payload = record::encode_commit(&rec);
     record::frame(&mut b.bytes, Kind::Commit, &[&payload]);
     ctx.writer.write(&b.bytes)?;
-    ctx.writer.sync()?;
+    ctx.writer.sync(rec.seq)?;
     let mut next = cur.clone();
     let replaced = next.apply(&rec);
     ctx.space
