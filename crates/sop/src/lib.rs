@@ -31,6 +31,7 @@ pub mod cache;
 pub mod codec;
 mod db;
 pub mod error;
+mod fasthash;
 pub mod log;
 pub mod options;
 pub mod registry;

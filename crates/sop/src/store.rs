@@ -73,13 +73,14 @@ fn with<R>(
         })?;
     let mut spare = CursorState::default();
     let cursor = st.cursors.get_mut(cursor).unwrap_or(&mut spare);
-    let reads = (mode == TransactionMode::ForWriting).then_some(&mut st.reads);
+    let track = mode == TransactionMode::ForWriting;
     let mut ctx = Ctx {
         nodes: TxnNodes {
             shared: &st.shared,
             snapshot: &st.snapshot,
             store: ts,
-            reads,
+            seen: &mut st.seen,
+            track,
         },
         cursor,
         mode,

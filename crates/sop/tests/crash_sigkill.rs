@@ -85,7 +85,7 @@ fn txn_ops(n: u64) -> Vec<Op> {
     };
     for &store in stores {
         let universe = if store == STORE_A { KEYS_A } else { KEYS_B };
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             // Now and then a bulk removal.
             let m = (n / 50) as u32 % 5 + 2;
             for i in (0..universe).filter(|i| i % m == 0) {
@@ -110,7 +110,8 @@ fn txn_ops(n: u64) -> Vec<Op> {
     ops
 }
 
-type Model = BTreeMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Items = BTreeMap<Vec<u8>, Vec<u8>>;
+type Model = BTreeMap<&'static str, Items>;
 
 /// The state after transactions `1..=n`.
 fn state_after(n: u64) -> Model {
@@ -137,7 +138,7 @@ fn state_after(n: u64) -> Model {
 }
 
 /// Reads every store of the database, as a model.
-fn read_all(db: &Database) -> sop::Result<BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>> {
+fn read_all(db: &Database) -> sop::Result<BTreeMap<String, Items>> {
     let tx = db.begin(TransactionMode::ForReading)?;
     let mut out = BTreeMap::new();
     for name in tx.stores()? {

@@ -126,8 +126,8 @@ fn validate(st: &TxnState, cur: &DbState) -> Result<()> {
             }
         }
     }
-    for (id, v) in &st.reads {
-        if cur.registry.get(*id).map(|e| e.version) != Some(*v) {
+    for (id, s) in &st.seen {
+        if cur.registry.get(*id).map(|e| e.version) != Some(s.version) {
             return Err(conflict(format!(
                 "node {id} changed after this transaction read it"
             )));

@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub(crate) use commit::relocate;
-pub(crate) use nodes::{TxnStore, load_node};
+pub(crate) use nodes::{Seen, TxnStore, load_node};
 
 use crate::btree::{Order, Pos, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
 use crate::options::{StoreOptions, TransactionMode};
 use crate::registry::LogicalId;
 use crate::state::{DbState, StoreId, StoreMeta};
@@ -58,9 +59,9 @@ pub(crate) struct TxnState {
     pub started: Instant,
     pub max: Duration,
     pub status: Status,
-    pub stores: HashMap<StoreId, TxnStore>,
+    pub stores: FastMap<StoreId, TxnStore>,
     pub names: HashMap<String, StoreId>,
-    pub reads: HashMap<LogicalId, u64>,
+    pub seen: FastMap<LogicalId, Seen>,
     pub cursors: Vec<CursorState>,
 }
 
@@ -115,9 +116,9 @@ impl TxnState {
             meta: (*meta).clone(),
             base: Some(Arc::clone(&meta)),
             shape,
-            dirty: HashMap::new(),
+            dirty: FastMap::default(),
             freed: Vec::new(),
-            new_blobs: HashMap::new(),
+            new_blobs: FastMap::default(),
             dropped: false,
             count_read: false,
             changes: 0,
@@ -161,9 +162,9 @@ impl TxnState {
                     },
                     base: None,
                     shape,
-                    dirty: HashMap::new(),
+                    dirty: FastMap::default(),
                     freed: Vec::new(),
-                    new_blobs: HashMap::new(),
+                    new_blobs: FastMap::default(),
                     dropped: false,
                     count_read: false,
                     changes: 0,
@@ -181,7 +182,7 @@ impl TxnState {
             self.status = status;
             self.shared.release_snapshot(self.snapshot.seq);
             self.stores.clear();
-            self.reads.clear();
+            self.seen.clear();
             self.cursors.clear();
         }
     }
@@ -251,9 +252,9 @@ impl Transaction {
             started: Instant::now(),
             max,
             status: Status::Active,
-            stores: HashMap::new(),
+            stores: FastMap::default(),
             names: HashMap::new(),
-            reads: HashMap::new(),
+            seen: FastMap::default(),
             cursors: Vec::new(),
         };
         Ok(Transaction {

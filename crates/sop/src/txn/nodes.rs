@@ -5,12 +5,12 @@
 //! transaction (copy-on-write); new nodes get fresh logical ids. In `ForWriting` mode every
 //! committed node read is recorded with its version, for validation at commit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::btree::{Node, NodeStore, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
 use crate::log::record::{self, Kind};
 use crate::registry::{Entry, LogicalId};
 use crate::state::{DbState, StoreId, StoreMeta};
@@ -37,11 +37,11 @@ pub(crate) struct TxnStore {
     /// The committed meta at the snapshot (None when created by this transaction).
     pub base: Option<Arc<StoreMeta>>,
     pub shape: Shape,
-    pub dirty: HashMap<LogicalId, Dirty>,
+    pub dirty: FastMap<LogicalId, Dirty>,
     /// Committed nodes and blobs this transaction frees.
     pub freed: Vec<LogicalId>,
     /// Blobs written before commit (actively persisted values).
-    pub new_blobs: HashMap<LogicalId, NewBlob>,
+    pub new_blobs: FastMap<LogicalId, NewBlob>,
     pub dropped: bool,
     /// The transaction read the item count (validated at commit).
     pub count_read: bool,
@@ -117,15 +117,37 @@ pub(crate) struct TxnNodes<'a> {
     pub shared: &'a Shared,
     pub snapshot: &'a DbState,
     pub store: &'a mut TxnStore,
-    /// Versions of committed nodes read (ForWriting only).
-    pub reads: Option<&'a mut HashMap<LogicalId, u64>>,
+    /// Committed nodes this transaction read, with their versions: a private cache (the
+    /// snapshot never changes) and, in `ForWriting` mode, the read set validated at commit.
+    pub seen: &'a mut FastMap<LogicalId, Seen>,
+    /// Record every node read (`ForWriting`); otherwise `seen` is only a bounded cache.
+    pub track: bool,
 }
+
+/// A committed node a transaction has read.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub node: Arc<Node>,
+    pub version: u64,
+}
+
+/// Most nodes a read-only transaction keeps in its private cache.
+const READ_CACHE_NODES: usize = 4096;
 
 impl TxnNodes<'_> {
     fn committed(&mut self, id: LogicalId) -> Result<(Arc<Node>, u64)> {
+        if let Some(s) = self.seen.get(&id) {
+            return Ok((Arc::clone(&s.node), s.version));
+        }
         let (n, v) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
-        if let Some(r) = self.reads.as_deref_mut() {
-            r.entry(id).or_insert(v);
+        if self.track || self.seen.len() < READ_CACHE_NODES {
+            self.seen.insert(
+                id,
+                Seen {
+                    node: Arc::clone(&n),
+                    version: v,
+                },
+            );
         }
         Ok((n, v))
     }
