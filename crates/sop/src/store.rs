@@ -388,6 +388,30 @@ impl Ctx<'_> {
         Ok(true)
     }
 
+    /// Removes the first item with `key`; the cursor is left without a current item.
+    fn remove_key(&mut self, key: &[u8]) -> Result<bool> {
+        let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
+        let order = &self.nodes.store.shape.order;
+        let id = match pos.as_ref().and_then(Pos::item) {
+            Some(i) if order.keys(&i.key, key) == Ordering::Equal => i.id,
+            _ => return Ok(false),
+        };
+        drop(pos);
+        self.set_cursor(None);
+        let shape = self.shape();
+        let mut root = self.root();
+        let removed = btree::remove(&mut self.nodes, &shape, &mut root, key, id)?;
+        self.nodes.store.meta.root = root;
+        match removed {
+            Some(r) => {
+                self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
+                self.drop_value(&r.value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn remove_current(&mut self) -> Result<bool> {
         self.writable()?;
         let Some(pos) = self.position()? else {
@@ -521,18 +545,15 @@ impl RawBtree {
         self.with(|c| c.set_current(Some(key), Some(value)))
     }
 
-    /// Removes the first item with `key`. Returns false when absent.
+    /// Removes the first item with `key`. Returns false when absent. The cursor is left
+    /// without a current item.
     ///
     /// # Errors
     /// As [`RawBtree::add`].
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         self.with(|c| {
             c.writable()?;
-            if c.find(key)? {
-                c.remove_current()
-            } else {
-                Ok(false)
-            }
+            c.remove_key(key)
         })
     }
 
@@ -738,7 +759,7 @@ impl RawBtree {
 
 #[derive(Debug, Default)]
 struct End {
-    last: Option<(Box<[u8]>, ItemId)>,
+    last: Option<(btree::KeyBuf, ItemId)>,
     pos: Option<(Pos, u64)>,
 }
 

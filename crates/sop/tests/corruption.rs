@@ -381,13 +381,12 @@ fn read_all(db: &Database, keys: &BTreeSet<Vec<u8>>) -> sop::Result<Model> {
 /// syncs, which on a disk costs more than everything else the case does.
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
+    if shm.is_dir()
+        && let Ok(d) = tempfile::Builder::new()
             .prefix("sop-corruption")
             .tempdir_in(shm)
-        {
-            return d;
-        }
+    {
+        return d;
     }
     tempfile::tempdir().unwrap()
 }

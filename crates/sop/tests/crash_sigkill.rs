@@ -20,9 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sop::{Database, DatabaseOptions, StoreOptions, TransactionMode, ValuePlacement};
+use sop::{Database, DatabaseOptions, Durability, StoreOptions, TransactionMode, ValuePlacement};
 
 const CHILD_ENV: &str = "SOP_CRASH_CHILD";
+/// `none` makes the child (and the parent) use `Durability::None`.
+const DURABILITY_ENV: &str = "SOP_CRASH_DURABILITY";
 const ROUNDS: usize = 20;
 /// Safety net: a child that is never killed stops by itself.
 const CHILD_MAX_RUN: Duration = Duration::from_secs(20);
@@ -34,10 +36,11 @@ const LAST: &[u8] = b"last";
 const KEYS_A: u32 = 120;
 const KEYS_B: u32 = 60;
 
-fn db_options(dir: &Path) -> DatabaseOptions {
+fn db_options(dir: &Path, durability: Durability) -> DatabaseOptions {
     DatabaseOptions {
         segment_bytes: 1 << 16,
         checkpoint_bytes: 1 << 16,
+        durability,
         ..DatabaseOptions::new(dir)
     }
 }
@@ -170,7 +173,11 @@ fn crash_child() {
         return;
     };
     let started = Instant::now();
-    let db = Database::open(db_options(Path::new(&dir))).unwrap();
+    let durability = match std::env::var(DURABILITY_ENV).as_deref() {
+        Ok("none") => Durability::None,
+        _ => Durability::Immediate,
+    };
+    let db = Database::open(db_options(Path::new(&dir), durability)).unwrap();
     let mut n = last_committed(&db).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "READY {n}").unwrap();
@@ -218,7 +225,7 @@ impl Drop for KillOnDrop {
 
 /// Runs one child, kills it after `delay`; returns the acknowledged transactions it printed
 /// and the first transaction it was going to commit (`READY` line), if it got that far.
-fn run_child(dir: &Path, delay: Duration) -> (Vec<u64>, Option<u64>) {
+fn run_child(dir: &Path, durability: Durability, delay: Duration) -> (Vec<u64>, Option<u64>) {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
         .args([
@@ -229,6 +236,14 @@ fn run_child(dir: &Path, delay: Duration) -> (Vec<u64>, Option<u64>) {
             "1",
         ])
         .env(CHILD_ENV, dir)
+        .env(
+            DURABILITY_ENV,
+            if durability == Durability::None {
+                "none"
+            } else {
+                "immediate"
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -268,8 +283,20 @@ fn run_child(dir: &Path, delay: Duration) -> (Vec<u64>, Option<u64>) {
     (acks, ready)
 }
 
+/// Durable commits (the default): every acknowledged commit survives a SIGKILL.
 #[test]
 fn sigkill_during_commits_loses_nothing_acknowledged_and_shows_nothing_partial() {
+    crash_rounds(Durability::Immediate, ROUNDS);
+}
+
+/// Without syncs a process crash still loses nothing (the operating system keeps the writes);
+/// this runs recovery over a log tail that was never synced.
+#[test]
+fn sigkill_with_durability_none_loses_nothing_acknowledged() {
+    crash_rounds(Durability::None, ROUNDS / 2);
+}
+
+fn crash_rounds(durability: Durability, rounds: usize) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
@@ -279,11 +306,11 @@ fn sigkill_during_commits_loses_nothing_acknowledged_and_shows_nothing_partial()
     let started = Instant::now();
     let mut recovered = 0u64;
     let mut total_acks = 0usize;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let delay = Duration::from_millis(rng.u64(10..=300));
-        let (acks, ready) = run_child(dir.path(), delay);
+        let (acks, ready) = run_child(dir.path(), durability, delay);
         total_acks += acks.len();
-        let ctx = format!("seed {seed}, round {round}, delay {delay:?}");
+        let ctx = format!("{durability:?}, seed {seed}, round {round}, delay {delay:?}");
         if let Some(r) = ready {
             assert_eq!(r, recovered, "{ctx}: the child resumed from another state");
         }
@@ -296,7 +323,7 @@ fn sigkill_during_commits_loses_nothing_acknowledged_and_shows_nothing_partial()
         }
         let acked = acks.last().copied().unwrap_or(recovered);
 
-        let db = Database::open(db_options(dir.path()))
+        let db = Database::open(db_options(dir.path(), durability))
             .unwrap_or_else(|e| panic!("{ctx}: reopen after SIGKILL failed: {e}"));
         let last = last_committed(&db).unwrap();
         assert!(
@@ -340,8 +367,82 @@ fn sigkill_during_commits_loses_nothing_acknowledged_and_shows_nothing_partial()
         .collect();
     segs.sort();
     eprintln!(
-        "seed {seed}: {ROUNDS} rounds, {total_acks} acknowledged commits, last {recovered}, \
+        "{durability:?}, seed {seed}: {rounds} rounds, {total_acks} acknowledged commits, last {recovered}, \
          {:?}; log segments at the end: {segs:?}",
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process killed while it creates the database
+// ---------------------------------------------------------------------------------------------
+//
+// The kill above lands at a random moment and rarely inside the first open. These two tests
+// build, on the real file system, exactly what a SIGKILL at two points of the creation leaves
+// behind, and reopen it.
+
+/// The options file of a freshly created database (its content does not depend on the folder
+/// beyond the path it records).
+fn fresh_options_file(dir: &Path) -> Vec<u8> {
+    let db = Database::open(db_options(dir, Durability::Immediate)).unwrap();
+    drop(db);
+    std::fs::read(dir.join("dboptions.json")).unwrap()
+}
+
+/// Killed after `dboptions.tmp` was created (and written) but before it was renamed to
+/// `dboptions.json`: the folder holds only the engine's own files. Reopening must finish the
+/// creation rather than refuse the folder as "not a database".
+#[test]
+fn killed_before_the_options_file_was_renamed_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh_options_file(&dir.path().join("model"));
+    for tmp_content in [Vec::new(), opts] {
+        let db_dir = dir.path().join(format!("db{}", tmp_content.len()));
+        std::fs::create_dir_all(&db_dir).unwrap();
+        std::fs::write(db_dir.join("sop.lock"), b"").unwrap();
+        std::fs::write(db_dir.join("dboptions.tmp"), &tmp_content).unwrap();
+        let db = Database::open(db_options(&db_dir, Durability::Immediate)).unwrap_or_else(|e| {
+            panic!(
+                "reopen after a kill during creation (sop.lock + dboptions.tmp of {} bytes): {e}",
+                tmp_content.len()
+            )
+        });
+        let tx = db.begin(TransactionMode::ForWriting).unwrap();
+        tx.new_raw_btree("s", StoreOptions::default())
+            .unwrap()
+            .add(b"k", b"v")
+            .unwrap();
+        tx.commit().unwrap();
+    }
+}
+
+/// Killed right after the first log segment was created, before its header was written: an
+/// empty `log/0000000001.seg` and no checkpoint. Nothing was ever committed, so reopening must
+/// give an empty, working database (as it does when the same happens to a later segment), not
+/// report corruption forever.
+#[test]
+fn killed_before_the_first_segment_header_was_written_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh_options_file(&dir.path().join("model"));
+    for header_bytes in [0usize, 10] {
+        let db_dir = dir.path().join(format!("db{header_bytes}"));
+        std::fs::create_dir_all(db_dir.join("log")).unwrap();
+        std::fs::write(db_dir.join("sop.lock"), b"").unwrap();
+        // The options file records its folder; rewrite it through the engine's own reader
+        // check by copying a file made for the same options (the path is not checked).
+        std::fs::write(db_dir.join("dboptions.json"), &opts).unwrap();
+        let header = vec![0u8; header_bytes];
+        std::fs::write(db_dir.join("log").join("0000000001.seg"), header).unwrap();
+        let db = Database::open(db_options(&db_dir, Durability::Immediate)).unwrap_or_else(|e| {
+            panic!("reopen with a {header_bytes}-byte first segment and no commit: {e}")
+        });
+        assert_eq!(db.commit_seq().unwrap(), 0);
+        let tx = db.begin(TransactionMode::ForWriting).unwrap();
+        tx.new_raw_btree("s", StoreOptions::default())
+            .unwrap()
+            .add(b"k", b"v")
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(db.verify().unwrap().is_ok());
+    }
 }

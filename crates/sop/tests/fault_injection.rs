@@ -776,3 +776,53 @@ fn durability_none_loses_only_whole_newest_commits() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Disk full
+// ---------------------------------------------------------------------------------------------
+
+/// The disk fills up at every point of the workload (capacity swept in 4 KiB steps): the
+/// failure is reported, and afterwards — with the disk still full, and once space is freed —
+/// the database opens (or, while full, refuses with an error) and shows an allowed state.
+#[test]
+fn disk_full_at_every_size() {
+    let mut capacity = 4096u64;
+    let mut full_runs = 0;
+    loop {
+        let fs = setup();
+        fs.set_capacity(Some(capacity));
+        let (db, run) = workload(Arc::new(fs.clone()), options());
+        let ctx = format!("capacity {capacity}");
+        if !run.any_error() {
+            let bg = db.as_ref().map(|db| db.verify().unwrap());
+            if bg.as_ref().is_none_or(|r| r.is_ok()) {
+                break;
+            }
+        }
+        full_runs += 1;
+        drop(db);
+        // Still full: opening may fail, but never with corruption, and never shows a wrong
+        // state.
+        match Database::open_with_storage(options(), Arc::new(fs.clone())) {
+            Ok(db) => {
+                let got = read_all(&db).unwrap_or_else(|e| panic!("{ctx}: read failed: {e}"));
+                assert!(
+                    run.allowed(false).iter().any(|(_, m)| *m == got),
+                    "{ctx}: reopened while full, the state is not an allowed one\nrun: {run:?}"
+                );
+            }
+            Err(e) => assert!(
+                !e.is_corruption(),
+                "{ctx}: reopen while full reports corruption: {e}\nrun: {run:?}"
+            ),
+        }
+        fs.set_capacity(None);
+        check_recovered(&fs, &format!("{ctx}, space freed"), &run, false);
+        fs.power_cut(capacity);
+        check_recovered(&fs, &format!("{ctx}, space freed, power cut"), &run, false);
+        capacity += 4096;
+        assert!(capacity < 1 << 24, "the workload never fits");
+    }
+    assert!(full_runs > 10, "{full_runs}");
+    eprintln!("{full_runs} capacities too small for the workload");
+}

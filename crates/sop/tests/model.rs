@@ -912,6 +912,7 @@ impl Harness {
                 self.check_cursor(*h)?;
             }
             Op::Next(h) | Op::Previous(h) => {
+                if self.cur[*h].is_some() && self.work.resolve(&self.cur[*h]).is_none() { stat("ghost step"); }
                 let forward = matches!(op, Op::Next(_));
                 let got = if forward {
                     self.h[*h].next()?
@@ -995,6 +996,7 @@ impl Harness {
                 }
             }
             Op::RemoveCurrent(h) => {
+                if self.cur[*h].is_some() && self.work.resolve(&self.cur[*h]).is_none() { stat("ghost remove"); }
                 let got = self.h[*h].remove_current_item()?;
                 let item = self.work.resolve(&self.cur[*h]);
                 Self::expect_bool("remove_current_item", got, item.is_some())?;
@@ -1156,6 +1158,7 @@ impl Harness {
             }
             last = got;
         }
+        if !exhausted && last.is_some() { stat("range_then mid"); }
         self.step(change).context("the change")?;
         let mut rest: Vec<Item> = Vec::new();
         if !exhausted {
@@ -1229,6 +1232,7 @@ fn run(cfg: Cfg, ops: &[Op]) -> Result<()> {
                 names.push(e);
             }
         }
+        eprintln!("COUNTERS {:?}", STATS.lock().unwrap());
         eprintln!("STATS n={} peak={peak} files={names:?}", hs.committed.len());
     }
     Ok(())
@@ -1259,6 +1263,9 @@ fn walk(p: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+static STATS: std::sync::Mutex<BTreeMap<&'static str, u64>> = std::sync::Mutex::new(BTreeMap::new());
+fn stat(what: &'static str) { *STATS.lock().unwrap().entry(what).or_default() += 1; }
 
 fn env(name: &str, default: u32) -> u32 {
     std::env::var(name)

@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use cursor::{Pos, Seek, first, last, seek, step_next, step_prev};
 pub use delete::remove;
 pub use insert::insert;
-pub use node::{Item, ItemId, Node, Sep, ValueRef};
+pub use node::{Item, ItemId, KeyBuf, Node, Sep, ValueRef};
 
 use crate::error::Result;
 use crate::registry::LogicalId;

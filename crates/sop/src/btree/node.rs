@@ -23,6 +23,87 @@ use crate::registry::LogicalId;
 /// database-wide counter (so newer items have larger ids), the low 64 bits tell processes apart.
 pub type ItemId = u128;
 
+/// Bytes of a key kept inside the item itself (no heap allocation, no pointer to chase when
+/// comparing).
+const INLINE_KEY: usize = 22;
+
+/// An encoded key: short keys inline, longer ones on the heap.
+#[derive(Clone)]
+pub enum KeyBuf {
+    /// Up to 22 bytes, inline.
+    Inline {
+        /// Length.
+        len: u8,
+        /// Bytes (the first `len` are the key).
+        data: [u8; INLINE_KEY],
+    },
+    /// Longer keys.
+    Heap(Box<[u8]>),
+}
+
+impl KeyBuf {
+    /// A copy of `b`.
+    #[must_use]
+    pub fn new(b: &[u8]) -> Self {
+        if b.len() <= INLINE_KEY {
+            let mut data = [0u8; INLINE_KEY];
+            data[..b.len()].copy_from_slice(b);
+            KeyBuf::Inline {
+                len: b.len() as u8,
+                data,
+            }
+        } else {
+            KeyBuf::Heap(b.into())
+        }
+    }
+
+    /// The bytes as a vector.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            KeyBuf::Heap(b) => b.into_vec(),
+            KeyBuf::Inline { .. } => self.to_vec(),
+        }
+    }
+}
+
+impl std::ops::Deref for KeyBuf {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyBuf::Inline { len, data } => &data[..usize::from(*len)],
+            KeyBuf::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for KeyBuf {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for KeyBuf {}
+
+impl std::fmt::Debug for KeyBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl From<&[u8]> for KeyBuf {
+    fn from(b: &[u8]) -> Self {
+        KeyBuf::new(b)
+    }
+}
+
+impl From<Vec<u8>> for KeyBuf {
+    fn from(b: Vec<u8>) -> Self {
+        if b.len() <= INLINE_KEY { KeyBuf::new(&b) } else { KeyBuf::Heap(b.into_boxed_slice()) }
+    }
+}
+
 /// Where an item's value is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueRef {
@@ -43,7 +124,7 @@ pub enum ValueRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     /// Encoded key.
-    pub key: Box<[u8]>,
+    pub key: KeyBuf,
     /// Item id.
     pub id: ItemId,
     /// The value.
@@ -54,7 +135,7 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sep {
     /// Key.
-    pub key: Box<[u8]>,
+    pub key: KeyBuf,
     /// Item id (only compared in stores with duplicate keys).
     pub id: ItemId,
 }

@@ -44,7 +44,7 @@ pub(crate) enum Status {
 #[derive(Debug, Default)]
 pub(crate) struct CursorState {
     /// The current item, as (key, id).
-    pub current: Option<(Box<[u8]>, u128)>,
+    pub current: Option<(crate::btree::KeyBuf, u128)>,
     /// Cached position, valid while the store's change counter equals the stamp.
     pub pos: Option<(Pos, u64)>,
 }
