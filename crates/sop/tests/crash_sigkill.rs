@@ -428,8 +428,8 @@ fn killed_before_the_first_segment_header_was_written_reopens() {
         let db_dir = dir.path().join(format!("db{header_bytes}"));
         std::fs::create_dir_all(db_dir.join("log")).unwrap();
         std::fs::write(db_dir.join("sop.lock"), b"").unwrap();
-        // The options file records its folder; rewrite it through the engine's own reader
-        // check by copying a file made for the same options (the path is not checked).
+        // An options file made for the same options in another folder (the recorded path
+        // differs; the engine rewrites it on open).
         std::fs::write(db_dir.join("dboptions.json"), &opts).unwrap();
         let header = vec![0u8; header_bytes];
         std::fs::write(db_dir.join("log").join("0000000001.seg"), header).unwrap();

@@ -100,7 +100,11 @@ impl From<&[u8]> for KeyBuf {
 
 impl From<Vec<u8>> for KeyBuf {
     fn from(b: Vec<u8>) -> Self {
-        if b.len() <= INLINE_KEY { KeyBuf::new(&b) } else { KeyBuf::Heap(b.into_boxed_slice()) }
+        if b.len() <= INLINE_KEY {
+            KeyBuf::new(&b)
+        } else {
+            KeyBuf::Heap(b.into_boxed_slice())
+        }
     }
 }
 

@@ -218,7 +218,12 @@ impl Database {
         if !storage.exists(&opts_path) {
             if storage.exists(&dir) {
                 let entries = storage.list(&dir).map_err(|e| Error::io(&dir, e))?;
-                if entries.iter().any(|n| n != LOCK_FILE) {
+                // The lock and a temporary options file are the leftovers of a creation that
+                // was interrupted before the options file was in place: finish it.
+                if entries
+                    .iter()
+                    .any(|n| n != LOCK_FILE && n != options_file::TMP)
+                {
                     return Err(Error::NotADatabase {
                         path: dir,
                         reason: format!(

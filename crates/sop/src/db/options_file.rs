@@ -17,6 +17,8 @@ use crate::storage::{OpenMode, Storage};
 
 /// File name.
 pub const FILE: &str = "dboptions.json";
+/// Temporary name while the options file is replaced.
+pub const TMP: &str = "dboptions.tmp";
 /// Current format version of the database.
 pub const FORMAT: u32 = 1;
 const MAX_LEN: u64 = 1 << 20;
@@ -99,7 +101,7 @@ pub fn write(storage: &dyn Storage, dir: &Path, opts: &DatabaseOptions) -> Resul
     )
     .into_bytes();
     out.extend_from_slice(&body);
-    let tmp = dir.join("dboptions.tmp");
+    let tmp = dir.join(TMP);
     let dst = dir.join(FILE);
     if storage.exists(&tmp) {
         storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;

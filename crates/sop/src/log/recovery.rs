@@ -84,8 +84,12 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
             usize::try_from(len).map_err(|_| Error::corruption(&path, 0, "segment too large"))?;
         let mut buf = vec![0u8; len];
         f.read_at(&mut buf, 0).map_err(|e| Error::io(&path, e))?;
-        if last && len < SEGMENT_HEADER as usize && seg != start_seg {
-            // Torn creation of a new segment: nothing was ever written to it.
+        if last
+            && len < SEGMENT_HEADER as usize
+            && (seg != start_seg || start_off == SEGMENT_HEADER)
+        {
+            // Torn creation of a new segment: its header is synced before anything is written
+            // after it, so nothing was ever committed in it.
             files.remove(seg)?;
             files.create(seg)?;
             out.seg = seg;
