@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::{TransactionMode, ValuePlacement};
 use crate::state::StoreId;
+use crate::txn::access::Access;
 use crate::txn::nodes::{NewBlob, TxnNodes};
 use crate::txn::{CursorState, StoreInfo, TxnState, info_of, lock};
 use crate::types::{Key, Value};
@@ -234,7 +235,48 @@ impl Ctx<'_> {
         if let ValueRef::Blob { id, .. } = v
             && self.nodes.store.new_blobs.remove(id).is_none()
         {
-            self.nodes.store.freed.push(*id);
+            self.nodes.store.freed_blobs.push(*id);
+        }
+    }
+
+    /// The read/write set, when this transaction keeps one (`ForWriting`).
+    fn access(&mut self) -> Option<&mut Access> {
+        if self.nodes.track {
+            Some(&mut self.nodes.store.access)
+        } else {
+            None
+        }
+    }
+
+    fn read_point(&mut self, k: &[u8]) {
+        if let Some(a) = self.access() {
+            a.point(k);
+        }
+    }
+
+    fn read_range(&mut self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) {
+        if let Some(a) = self.access() {
+            a.range(lo, hi);
+        }
+    }
+
+    fn wrote(&mut self, k: &[u8]) {
+        if let Some(a) = self.access() {
+            a.wrote(k);
+        }
+    }
+
+    /// Records that the cursor moved from `from` (exclusive side unknown: included) to `pos`.
+    fn read_span(&mut self, from: Bound<&[u8]>, pos: Option<&Pos>, forward: bool) {
+        if !self.nodes.track {
+            return;
+        }
+        let to = pos.and_then(Pos::item).map(|i| i.key.clone());
+        let to = to.as_deref().map_or(Bound::Unbounded, Bound::Included);
+        if forward {
+            self.read_range(from, to)
+        } else {
+            self.read_range(to, from)
         }
     }
 
@@ -243,6 +285,10 @@ impl Ctx<'_> {
         self.cursor.pos = None;
         if only_if_absent && !self.nodes.store.shape.order.unique && self.find(key)? {
             return Ok(false);
+        }
+        if self.nodes.store.shape.order.unique {
+            // Adding reads whether the key exists.
+            self.read_point(key);
         }
         let id = self.nodes.shared.new_item_id();
         let v = self.new_value(value)?;
@@ -257,6 +303,7 @@ impl Ctx<'_> {
         self.nodes.store.meta.root = root;
         if added {
             self.nodes.store.meta.count += 1;
+            self.wrote(key);
             self.cursor.current = Some((key.into(), id));
         } else {
             self.drop_value(&v);
@@ -280,11 +327,13 @@ impl Ctx<'_> {
             .as_ref()
             .and_then(Pos::item)
             .is_some_and(|i| order.keys(&i.key, key) == Ordering::Equal);
+        self.read_span(Bound::Included(key), pos.as_ref(), true);
         self.set_cursor(pos);
         Ok(found)
     }
 
     fn find_with_id(&mut self, key: &[u8], id: ItemId) -> Result<bool> {
+        self.read_point(key);
         if self.nodes.store.shape.order.unique {
             let found = self.find(key)?;
             return Ok(found && self.cursor.current.as_ref().is_some_and(|(_, i)| *i == id));
@@ -319,6 +368,7 @@ impl Ctx<'_> {
             .as_ref()
             .and_then(Pos::item)
             .is_some_and(|i| order.keys(&i.key, key) == Ordering::Equal);
+        self.read_span(Bound::Included(key), pos.as_ref(), false);
         self.set_cursor(pos);
         Ok(found)
     }
@@ -341,6 +391,11 @@ impl Ctx<'_> {
             }
             (None, None) => return Ok(false),
         };
+        if self.nodes.track
+            && let Some((k, _)) = self.cursor.current.clone()
+        {
+            self.read_span(Bound::Included(&k), next.as_ref(), forward);
+        }
         let moved = next.is_some();
         self.set_cursor(next);
         Ok(moved)
@@ -384,12 +439,15 @@ impl Ctx<'_> {
         if let Some(ov) = old_value {
             self.drop_value(&ov);
         }
+        self.read_point(&key);
+        self.wrote(&key);
         self.cursor.current = Some((key, old.id));
         Ok(true)
     }
 
     /// Removes the first item with `key`; the cursor is left without a current item.
     fn remove_key(&mut self, key: &[u8]) -> Result<bool> {
+        self.read_point(key);
         let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
         let order = &self.nodes.store.shape.order;
         let id = match pos.as_ref().and_then(Pos::item) {
@@ -406,6 +464,7 @@ impl Ctx<'_> {
             Some(r) => {
                 self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
                 self.drop_value(&r.value);
+                self.wrote(key);
                 Ok(true)
             }
             None => Ok(false),
@@ -431,6 +490,8 @@ impl Ctx<'_> {
         };
         self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
         self.drop_value(&removed.value);
+        self.read_point(&key);
+        self.wrote(&key);
         // The cursor moves to the item that followed.
         let next = self.seek(&key, id, Seek::Gt)?;
         self.set_cursor(next);
@@ -602,6 +663,7 @@ impl RawBtree {
             let root = c.root();
             let p = btree::first(&mut c.nodes, root)?;
             let found = p.is_some();
+            c.read_span(Bound::Unbounded, p.as_ref(), true);
             c.set_cursor(p);
             Ok(found)
         })
@@ -616,6 +678,7 @@ impl RawBtree {
             let root = c.root();
             let p = btree::last(&mut c.nodes, root)?;
             let found = p.is_some();
+            c.read_span(Bound::Unbounded, p.as_ref(), false);
             c.set_cursor(p);
             Ok(found)
         })
@@ -681,6 +744,7 @@ impl RawBtree {
     /// As [`RawBtree::find`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.with(|c| {
+            c.read_point(key);
             let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
                 return Ok(None);
             };
@@ -700,6 +764,7 @@ impl RawBtree {
     /// As [`RawBtree::find`].
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
         self.with(|c| {
+            c.read_point(key);
             let p = c.seek(key, ItemId::MAX, Seek::Ge)?;
             Ok(p.as_ref()
                 .and_then(Pos::item)
@@ -812,8 +877,29 @@ impl RawRange {
                     }
                 }
             };
-            let Some(p) = next else { return Ok(None) };
+            let from: Bound<Vec<u8>> = match &me.last {
+                Some((k, _)) => Bound::Included(k.to_vec()),
+                None if forward => lo.clone(),
+                None => hi.clone(),
+            };
+            let end = if forward { hi } else { lo };
+            let record_to_end = |c: &mut Ctx<'_>| {
+                let (f, e) = (
+                    from.as_ref().map(Vec::as_slice),
+                    end.as_ref().map(Vec::as_slice),
+                );
+                if forward {
+                    c.read_range(f, e)
+                } else {
+                    c.read_range(e, f)
+                }
+            };
+            let Some(p) = next else {
+                record_to_end(c);
+                return Ok(None);
+            };
             let Some(item) = p.item() else {
+                record_to_end(c);
                 return Ok(None);
             };
             let order = &c.nodes.store.shape.order;
@@ -839,9 +925,16 @@ impl RawRange {
                 }
             });
             if !inside || !before_other {
+                record_to_end(c);
                 return Ok(None);
             }
             let (key, id, v) = (item.key.clone(), item.id, item.value.clone());
+            let f = from.as_ref().map(Vec::as_slice);
+            if forward {
+                c.read_range(f, Bound::Included(&key));
+            } else {
+                c.read_range(Bound::Included(&key), f);
+            }
             me.last = Some((key.clone(), id));
             me.pos = Some((p, changes));
             let value = c.read_value(&v)?;

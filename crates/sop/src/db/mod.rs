@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 pub(crate) use space::{Space, after_commit as after_commit_hook};
@@ -37,7 +37,7 @@ use crate::options::{
 };
 use crate::state::DbState;
 use crate::storage::{FileStorage, Storage};
-use crate::txn::Transaction;
+use crate::txn::{History, Transaction};
 
 const LOCK_FILE: &str = "sop.lock";
 const LOG_DIR: &str = "log";
@@ -47,6 +47,21 @@ const LOG_DIR: &str = "log";
 pub(crate) struct CommitCtx {
     pub writer: LogWriter,
     pub space: Space,
+    /// The state after the last commit *written* (maybe not yet durable): what committers
+    /// validate and merge against. Readers get the *published* state instead.
+    pub latest: Arc<DbState>,
+    /// Keys written by recent commits, for validating transactions with older snapshots.
+    pub history: History,
+}
+
+/// Group commit: which commits are durable, and who is syncing.
+#[derive(Debug)]
+struct SyncState {
+    synced: u64,
+    syncing: bool,
+    /// A failed sync: every commit written but not synced has an unknown outcome (it may
+    /// be found after a restart or not), so each waiter gets this I/O error.
+    failed: Option<(PathBuf, std::io::ErrorKind, String)>,
 }
 
 /// State shared by the database handle and its transactions.
@@ -56,6 +71,8 @@ pub(crate) struct Shared {
     pub files: Arc<LogFiles>,
     state: RwLock<Arc<DbState>>,
     commit: Mutex<CommitCtx>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
     pub cache: NodeCache,
     pub next_logical: AtomicU64,
     pub next_item: AtomicU64,
@@ -88,10 +105,97 @@ impl Shared {
         Ok(Arc::clone(&*self.state.read().map_err(poisoned)?))
     }
 
-    /// Publishes a new committed state.
-    pub fn publish(&self, s: Arc<DbState>) -> Result<()> {
-        *self.state.write().map_err(poisoned)? = s;
+    /// Publishes a durable state, unless a newer one is already published.
+    fn publish(&self, s: Arc<DbState>) -> Result<()> {
+        let mut cur = self.state.write().map_err(poisoned)?;
+        if s.seq > cur.seq {
+            *cur = s;
+        }
         Ok(())
+    }
+
+    /// Sequence number of the published state.
+    pub fn published_seq(&self) -> u64 {
+        self.state.read().map_or(0, |s| s.seq)
+    }
+
+    /// Marks `state` durable and publishes it.
+    fn mark_synced(&self, state: Arc<DbState>) -> Result<()> {
+        let mut s = self.sync.lock().map_err(poisoned)?;
+        if state.seq > s.synced {
+            s.synced = state.seq;
+            self.publish(state)?;
+        }
+        self.sync_cv.notify_all();
+        Ok(())
+    }
+
+    /// Syncs everything written, under the commit lock, and publishes the latest state.
+    pub fn sync_inline(&self, ctx: &mut CommitCtx) -> Result<()> {
+        let latest = Arc::clone(&ctx.latest);
+        ctx.writer.sync(latest.seq)?;
+        self.mark_synced(latest)
+    }
+
+    /// Waits until commit `seq` is durable and published. The first waiter to find no sync in
+    /// progress syncs for everyone (group commit): one fsync covers every commit written
+    /// before it started.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut s = self.sync.lock().map_err(poisoned)?;
+        loop {
+            if s.synced >= seq {
+                return Ok(());
+            }
+            if let Some((path, kind, msg)) = &s.failed {
+                return Err(Error::io(
+                    path.clone(),
+                    std::io::Error::new(*kind, msg.clone()),
+                ));
+            }
+            if s.syncing {
+                s = self.sync_cv.wait(s).map_err(poisoned)?;
+                continue;
+            }
+            s.syncing = true;
+            drop(s);
+            let r = self.lead_sync();
+            s = self.sync.lock().map_err(poisoned)?;
+            s.syncing = false;
+            match r {
+                Ok(state) => {
+                    if state.seq > s.synced {
+                        s.synced = state.seq;
+                        self.publish(state)?;
+                    }
+                }
+                Err(Error::Io { path, source }) => {
+                    s.failed = Some((path, source.kind(), source.to_string()));
+                }
+                Err(e) => {
+                    s.failed = Some((
+                        self.opts.path.clone(),
+                        std::io::ErrorKind::Other,
+                        e.to_string(),
+                    ))
+                }
+            }
+            self.sync_cv.notify_all();
+        }
+    }
+
+    fn lead_sync(&self) -> Result<Arc<DbState>> {
+        let (file, path, state, durable) = {
+            let ctx = self.commit_lock()?;
+            let (file, path) = ctx.writer.file_handle();
+            (file, path, Arc::clone(&ctx.latest), ctx.writer.is_durable())
+        };
+        if durable && let Err(e) = file.sync() {
+            let err = Error::io(path, e);
+            self.commit_lock()?.writer.poison_with(&err);
+            return Err(err);
+        }
+        self.commit_lock()?.writer.mark_durable(state.seq);
+        Ok(state)
     }
 
     /// Takes the commit lock.
@@ -286,7 +390,7 @@ impl Database {
         );
         let exact = rec.replayed == 0 && rec.truncated == 0;
         let space = Space::rebuild(&files, &rec.state, ckpt_info.filter(|_| exact))?;
-        let state = rec.state;
+        let state = Arc::new(rec.state);
         let shared = Shared {
             cache: NodeCache::new(effective.node_cache_bytes),
             next_logical: AtomicU64::new(state.next_logical.max(1)),
@@ -296,8 +400,19 @@ impl Database {
             opts: effective,
             storage,
             files,
-            state: RwLock::new(Arc::new(state)),
-            commit: Mutex::new(CommitCtx { writer, space }),
+            sync: Mutex::new(SyncState {
+                synced: state.seq,
+                syncing: false,
+                failed: None,
+            }),
+            sync_cv: Condvar::new(),
+            commit: Mutex::new(CommitCtx {
+                writer,
+                space,
+                latest: Arc::clone(&state),
+                history: History::new(),
+            }),
+            state: RwLock::new(state),
             comparators: RwLock::new(HashMap::new()),
             snapshots: Mutex::new(BTreeMap::new()),
             background_error: Mutex::new(None),
@@ -398,10 +513,11 @@ impl Database {
     /// I/O errors.
     pub fn checkpoint(&self) -> Result<()> {
         let mut ctx = self.shared.commit_lock()?;
-        let state = self.shared.state()?;
         let ctx = &mut *ctx;
+        let state = Arc::clone(&ctx.latest);
         ctx.space
             .checkpoint(&self.shared, &mut ctx.writer, &state)?;
+        self.shared.sync_inline(ctx)?;
         ctx.space.collect(&self.shared, &ctx.writer)?;
         Ok(())
     }

@@ -158,8 +158,9 @@ pub(crate) fn after_commit(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
         crate::txn::relocate(shared, ctx, seg)?;
     }
     if ctx.writer.since_checkpoint >= shared.opts.checkpoint_bytes {
-        let state = shared.state()?;
+        let state = std::sync::Arc::clone(&ctx.latest);
         ctx.space.checkpoint(shared, &mut ctx.writer, &state)?;
+        shared.sync_inline(ctx)?;
     }
     ctx.space.collect(shared, &ctx.writer)
 }

@@ -161,6 +161,28 @@ impl LogWriter {
         Ok(())
     }
 
+    /// The current segment file and its path, for a sync done outside the commit lock
+    /// (group commit).
+    pub fn file_handle(&self) -> (Arc<dyn StorageFile>, std::path::PathBuf) {
+        (Arc::clone(&self.file), self.files.path(self.seg))
+    }
+
+    /// Records that commits up to `seq` were made durable by a sync done outside.
+    pub fn mark_durable(&mut self, seq: u64) {
+        self.durable_seq = self.durable_seq.max(seq);
+    }
+
+    /// Poisons the writer after a sync failed outside.
+    pub fn poison_with(&mut self, e: &Error) {
+        self.poisoned = Some(e.to_string());
+    }
+
+    /// True when commits are synced (`Durability::Immediate`).
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        self.durability == Durability::Immediate
+    }
+
     /// Syncs regardless of the durability setting (before a checkpoint or at close).
     pub fn sync_always(&mut self) -> Result<()> {
         self.check()?;

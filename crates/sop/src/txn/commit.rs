@@ -1,31 +1,58 @@
-//! The commit pipeline.
+//! The commit pipeline: validation, merge, write, group sync, publish.
 //!
 //! ```text
-//! commit lock -> validate against the current state -> materialise pending blobs
-//!   -> frame node images + blobs -> append them and the commit record in one write
-//!   -> sync (the commit point) -> apply to a copy of the state -> publish -> cache the nodes
-//!   -> space work (compaction, checkpoint, segment deletion) -> unlock
+//! commit lock: validate the item-level read set against the commits since the snapshot
+//!              -> fast path (the nodes it changed are unchanged) or replay its item changes on
+//!                 the current nodes (auto-merge)
+//!              -> frame node images + blobs + one commit record, one write -> `latest` state
+//! unlock;      group sync: one committer syncs for every commit written so far (the commit
+//!              point), then publishes that state; the others wait for it
+//! housekeeping: compaction, checkpoint, segment deletion
 //! ```
 //!
-//! Validation (`ForWriting`): every committed node the transaction read, including the ones it
-//! changed, must still have the version it read; a store it read the count of must still have
-//! that count; a store it created must not have been created meanwhile; a store it uses must
-//! not have been dropped. Otherwise the commit fails with [`Error::Conflict`] and nothing of
-//! the transaction is written. Nodes it did not read may have changed: count deltas and roots
-//! are merged (a root it did not replace stays as the current one).
+//! Validation: a `ForWriting` transaction conflicts ([`Error::Conflict`]) with a transaction
+//! that committed after its snapshot when that one wrote a key this one read, looked up, scanned
+//! over or wrote (see [`super::access`]), or changed a count it read; a store it created must
+//! not have been created meanwhile and a store it uses must not have been removed. Without a
+//! conflict, changes to the same nodes merge: the transaction's item changes (found by
+//! comparing its changed leaves with their committed versions) are replayed on the current
+//! tree. Committed `ForWriting` transactions are thus serializable in commit order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::TxnState;
-use crate::btree::{Node, ValueRef};
+use super::access::sorted_keys;
+use super::nodes::{TxnNodes, load_node};
+use super::{TxnState, TxnStore};
+use crate::btree::{self, Item, ItemId, KeyBuf, Node, NodeStore, Seek, ValueRef};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::TransactionMode;
 use crate::registry::{Entry, Location, LogicalId};
-use crate::state::{CommitRecord, DbState, StoreOp};
+use crate::state::{CommitRecord, DbState, StoreId, StoreOp};
+
+/// What one commit changed, kept while older snapshots may still validate against it.
+#[derive(Debug)]
+pub(crate) struct HistEntry {
+    pub seq: u64,
+    pub stores: Vec<StoreWrites>,
+}
+
+/// Keys one commit wrote in one store.
+#[derive(Debug)]
+pub(crate) struct StoreWrites {
+    pub store: StoreId,
+    /// Sorted in the store's order.
+    pub keys: Vec<KeyBuf>,
+    pub count_changed: bool,
+}
+
+/// Commit history for validation.
+pub(crate) type History = VecDeque<HistEntry>;
 
 /// An image framed into the commit buffer.
 struct Image {
@@ -42,10 +69,11 @@ struct Image {
 pub(crate) struct Batch {
     bytes: Vec<u8>,
     images: Vec<Image>,
-    /// Entries already written (actively persisted blobs, relocated records keep theirs).
+    /// Entries already written (actively persisted blobs).
     placed: Vec<(LogicalId, Entry)>,
     removals: Vec<LogicalId>,
     store_ops: Vec<StoreOp>,
+    writes: Vec<StoreWrites>,
 }
 
 impl Batch {
@@ -65,24 +93,28 @@ impl Batch {
 }
 
 pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
-    if st.mode != TransactionMode::ForWriting
-        || !st.stores.values().any(super::TxnStore::is_changed)
-    {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
         return Ok(());
     }
     if st.started.elapsed() > st.max {
         return Err(Error::TransactionTimeout(st.max));
     }
     let shared = Arc::clone(&st.shared);
-    let mut guard = shared.commit_lock()?;
-    let ctx = &mut *guard;
-    let cur = shared.state()?;
-    validate(st, &cur)?;
-    let batch = prepare(st, &cur)?;
-    write_commit(&shared, ctx, &cur, batch, st.id)?;
+    let seq = {
+        let mut guard = shared.commit_lock()?;
+        let ctx = &mut *guard;
+        let cur = Arc::clone(&ctx.latest);
+        validate(st, &cur, &ctx.history)?;
+        let batch = prepare(st, &cur)?;
+        write_commit(&shared, ctx, &cur, batch, st.id)?.seq
+    };
+    shared.wait_durable(seq)?;
     // The commit is durable and published: what follows is housekeeping, whose failure must
     // not turn an acknowledged commit into an error. It is recorded for `verify` and stats.
-    if let Err(e) = crate::db::after_commit_hook(&shared, ctx) {
+    if let Err(e) = shared
+        .commit_lock()
+        .and_then(|mut ctx| crate::db::after_commit_hook(&shared, &mut ctx))
+    {
         shared.note_background_error(&e);
     }
     Ok(())
@@ -92,26 +124,14 @@ fn conflict(msg: String) -> Error {
     Error::Conflict(msg)
 }
 
-fn validate(st: &TxnState, cur: &DbState) -> Result<()> {
+fn validate(st: &TxnState, cur: &DbState, history: &History) -> Result<()> {
     for ts in st.stores.values() {
         match &ts.base {
             Some(base) => {
                 let now = cur.stores.get(&base.name).filter(|m| m.id == base.id);
-                let Some(now) = now else {
+                if now.is_none() {
                     return Err(conflict(format!(
                         "store {} was removed by another transaction",
-                        base.name
-                    )));
-                };
-                if ts.count_read && now.count != base.count {
-                    return Err(conflict(format!(
-                        "the item count of store {} changed after this transaction read it",
-                        base.name
-                    )));
-                }
-                if ts.meta.root != base.root && now.root != base.root {
-                    return Err(conflict(format!(
-                        "the root of store {} was replaced by another transaction",
                         base.name
                     )));
                 }
@@ -126,18 +146,171 @@ fn validate(st: &TxnState, cur: &DbState) -> Result<()> {
             }
         }
     }
-    for (id, s) in &st.seen {
-        if cur.registry.get(*id).map(|e| e.version) != Some(s.version) {
-            return Err(conflict(format!(
-                "node {id} changed after this transaction read it"
-            )));
+    for h in history.iter().filter(|h| h.seq > st.snapshot.seq) {
+        for w in &h.stores {
+            let Some(ts) = st.stores.get(&w.store) else {
+                continue;
+            };
+            if ts.base.is_none() {
+                continue;
+            }
+            if ts.count_read && w.count_changed {
+                return Err(conflict(format!(
+                    "the item count of store {} changed after this transaction read it",
+                    ts.meta.name
+                )));
+            }
+            if let Some(k) = ts.access.conflict(&ts.shape.order, &w.keys) {
+                return Err(conflict(format!(
+                    "item {:?} of store {} was changed by a concurrent transaction (commit {})",
+                    String::from_utf8_lossy(k),
+                    ts.meta.name,
+                    h.seq
+                )));
+            }
         }
     }
     Ok(())
 }
 
+/// True when the nodes the transaction changed are still the committed ones, so its node
+/// images can be written as they are.
+fn unchanged_since(ts: &TxnStore, st: &FastMap<LogicalId, super::Seen>, cur: &DbState) -> bool {
+    let Some(base) = &ts.base else { return true };
+    let Some(now) = cur.stores.get(&base.name) else {
+        return false;
+    };
+    if ts.meta.root != base.root && now.root != base.root {
+        return false;
+    }
+    let same = |id: &LogicalId, v: u64| cur.registry.get(*id).map(|e| e.version) == Some(v);
+    ts.dirty
+        .iter()
+        .filter(|(_, d)| d.base > 0)
+        .all(|(id, d)| same(id, d.base))
+        && ts
+            .freed
+            .iter()
+            .all(|id| st.get(id).is_some_and(|s| same(id, s.version)))
+}
+
+/// One item-level change found by comparing the transaction's leaves with their committed
+/// versions.
+enum Change {
+    Add(Item),
+    Remove(KeyBuf, ItemId),
+    Set(Item),
+}
+
+/// Replays the transaction's item changes in store `ts` on the current state `cur`.
+fn replay(shared: &Shared, ts: &mut TxnStore, snapshot: &DbState, cur: &DbState) -> Result<()> {
+    let sid = ts.meta.id;
+    let mut old: FastMap<ItemId, Item> = FastMap::default();
+    let touched: Vec<LogicalId> = ts
+        .dirty
+        .iter()
+        .filter(|(_, d)| d.base > 0)
+        .map(|(id, _)| *id)
+        .chain(ts.freed.iter().copied())
+        .collect();
+    for id in touched {
+        if let Node::Leaf(items) = &*load_node(shared, snapshot, sid, id)?.0 {
+            old.extend(items.iter().map(|i| (i.id, i.clone())));
+        }
+    }
+    let mut changes = Vec::new();
+    for d in ts.dirty.values() {
+        if let Node::Leaf(items) = &*d.node {
+            for it in items {
+                match old.remove(&it.id) {
+                    None => changes.push(Change::Add(it.clone())),
+                    Some(o) if o != *it => changes.push(Change::Set(it.clone())),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    changes.extend(old.into_values().map(|o| Change::Remove(o.key, o.id)));
+    // Removes first (a key removed and added again in a unique store), then sets, then adds.
+    changes.sort_by_key(|c| match c {
+        Change::Remove(..) => 0,
+        Change::Set(_) => 1,
+        Change::Add(_) => 2,
+    });
+
+    let base = ts
+        .base
+        .clone()
+        .ok_or_else(|| conflict("store vanished".into()))?;
+    let now = cur
+        .stores
+        .get(&base.name)
+        .filter(|m| m.id == sid)
+        .cloned()
+        .ok_or_else(|| {
+            conflict(format!(
+                "store {} was removed by another transaction",
+                base.name
+            ))
+        })?;
+    let delta = ts.meta.count as i128 - base.count as i128;
+    ts.dirty.clear();
+    ts.freed.clear();
+    ts.meta.root = now.root;
+    ts.meta.count = (now.count as i128 + delta).max(0) as u64;
+    ts.base = Some(Arc::clone(&now));
+    let shape = ts.shape.clone();
+    let mut root = now.root;
+    let mut seen = FastMap::default();
+    let mut nodes = TxnNodes {
+        shared,
+        snapshot: cur,
+        store: ts,
+        seen: &mut seen,
+        track: false,
+    };
+    let lost = |what: &str, key: &[u8]| {
+        conflict(format!(
+            "{what} item {:?} of store {} could not be merged",
+            String::from_utf8_lossy(key),
+            base.name
+        ))
+    };
+    for c in changes {
+        match c {
+            Change::Remove(key, id) => {
+                if btree::remove(&mut nodes, &shape, &mut root, &key, id)?.is_none() {
+                    return Err(lost("removed", &key));
+                }
+            }
+            Change::Set(item) => {
+                let pos = btree::seek(&mut nodes, &shape, root, &item.key, item.id, Seek::Ge)?;
+                let Some(pos) = pos.filter(|p| p.item().is_some_and(|i| i.id == item.id)) else {
+                    return Err(lost("updated", &item.key));
+                };
+                let (leaf, idx) = (pos.leaf_id, pos.idx);
+                drop(pos);
+                if let Node::Leaf(items) = nodes.node_mut(leaf)?
+                    && let Some(slot) = items.get_mut(idx)
+                {
+                    *slot = item;
+                }
+            }
+            Change::Add(item) => {
+                let key = item.key.clone();
+                if !btree::insert(&mut nodes, &shape, &mut root, item)? {
+                    return Err(lost("added", &key));
+                }
+            }
+        }
+    }
+    ts.meta.root = root;
+    Ok(())
+}
+
 fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
     let shared = Arc::clone(&st.shared);
+    let snapshot = Arc::clone(&st.snapshot);
     let mut b = Batch::default();
     for ts in st.stores.values_mut() {
         if !ts.is_changed() {
@@ -155,6 +328,9 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 );
             }
             continue;
+        }
+        if cur.seq != snapshot.seq && !unchanged_since(ts, &st.seen, cur) {
+            replay(&shared, ts, &snapshot, cur)?;
         }
         // Pending separate-blob values become blobs.
         for d in ts.dirty.values_mut() {
@@ -202,11 +378,12 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
         b.placed
             .extend(ts.new_blobs.iter().map(|(id, nb)| (*id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
+        b.removals.extend(ts.freed_blobs.iter().copied());
+        let count_changed;
         match &ts.base {
             None => {
-                let mut meta = ts.meta.clone();
-                meta.root = ts.meta.root;
-                b.store_ops.push(StoreOp::Create(meta));
+                b.store_ops.push(StoreOp::Create(ts.meta.clone()));
+                count_changed = ts.meta.count != 0;
             }
             Some(base) => {
                 let now = cur.stores.get(&base.name);
@@ -219,6 +396,7 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 };
                 let count =
                     (now_count as i128 + ts.meta.count as i128 - base.count as i128).max(0) as u64;
+                count_changed = count != now_count;
                 if root != now_root || count != now_count {
                     b.store_ops.push(StoreOp::Meta {
                         id: sid,
@@ -228,11 +406,18 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 }
             }
         }
+        let keys = sorted_keys(&ts.shape.order, std::mem::take(&mut ts.access.written));
+        b.writes.push(StoreWrites {
+            store: sid,
+            keys,
+            count_changed,
+        });
     }
     Ok(b)
 }
 
-/// Writes a batch and its commit record, syncs, and publishes the new state.
+/// Writes a batch and its commit record (not yet synced), makes it the latest state and
+/// records its writes in the history. The caller waits for it to be durable.
 pub(crate) fn write_commit(
     shared: &Shared,
     ctx: &mut CommitCtx,
@@ -273,13 +458,25 @@ pub(crate) fn write_commit(
     let payload = record::encode_commit(&rec);
     record::frame(&mut b.bytes, Kind::Commit, &[&payload]);
     ctx.writer.write(&b.bytes)?;
-    ctx.writer.sync(rec.seq)?;
     let mut next = cur.clone();
     let replaced = next.apply(&rec);
     ctx.space
         .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);
     let next = Arc::new(next);
-    shared.publish(Arc::clone(&next))?;
+    ctx.latest = Arc::clone(&next);
+    if !b.writes.is_empty() {
+        ctx.history.push_back(HistEntry {
+            seq: rec.seq,
+            stores: std::mem::take(&mut b.writes),
+        });
+    }
+    let keep_after = shared
+        .oldest_snapshot()
+        .unwrap_or(u64::MAX)
+        .min(shared.published_seq());
+    while ctx.history.front().is_some_and(|h| h.seq <= keep_after) {
+        ctx.history.pop_front();
+    }
     for (im, (_, e)) in b.images.iter().zip(&rec.updates) {
         if let Some(n) = &im.node {
             shared.cache.insert(e.loc, Arc::clone(n));
@@ -289,9 +486,9 @@ pub(crate) fn write_commit(
 }
 
 /// Moves the live records of segment `seg` to the head of the log (same versions), so the
-/// segment holds nothing live and can be deleted.
+/// segment holds nothing live and can be deleted. Synced and published before it returns.
 pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result<()> {
-    let cur = shared.state()?;
+    let cur = Arc::clone(&ctx.latest);
     let mut b = Batch::default();
     for (id, e) in cur.registry.iter().filter(|(_, e)| e.loc.seg == seg) {
         let rec = shared.files.read(e.loc)?;
@@ -310,5 +507,5 @@ pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result
         return Ok(());
     }
     write_commit(shared, ctx, &cur, b, 0)?;
-    Ok(())
+    shared.sync_inline(ctx)
 }

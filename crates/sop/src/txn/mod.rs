@@ -12,6 +12,7 @@
 //! | `ForReading` | snapshot | refused | nothing to validate: a snapshot is consistent |
 //! | `NoCheck` | snapshot, nothing recorded | refused | nothing |
 
+pub(crate) mod access;
 mod commit;
 pub(crate) mod nodes;
 
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub(crate) use commit::relocate;
+pub(crate) use commit::{History, relocate};
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 
 use crate::btree::{Order, Pos, Shape};
@@ -31,6 +32,7 @@ use crate::registry::LogicalId;
 use crate::state::{DbState, StoreId, StoreMeta};
 use crate::store::{Btree, RawBtree};
 use crate::types::{Key, Value};
+use access::Access;
 
 /// Life cycle of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,8 @@ impl TxnState {
             shape,
             dirty: FastMap::default(),
             freed: Vec::new(),
+            freed_blobs: Vec::new(),
+            access: Access::default(),
             new_blobs: FastMap::default(),
             dropped: false,
             count_read: false,
@@ -164,6 +168,8 @@ impl TxnState {
                     shape,
                     dirty: FastMap::default(),
                     freed: Vec::new(),
+                    freed_blobs: Vec::new(),
+                    access: Access::default(),
                     new_blobs: FastMap::default(),
                     dropped: false,
                     count_read: false,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::access::Access;
 use crate::btree::{Node, NodeStore, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
@@ -38,8 +39,12 @@ pub(crate) struct TxnStore {
     pub base: Option<Arc<StoreMeta>>,
     pub shape: Shape,
     pub dirty: FastMap<LogicalId, Dirty>,
-    /// Committed nodes and blobs this transaction frees.
+    /// Committed nodes this transaction frees.
     pub freed: Vec<LogicalId>,
+    /// Committed value blobs this transaction frees.
+    pub freed_blobs: Vec<LogicalId>,
+    /// Item-level reads and writes (`ForWriting`).
+    pub access: Access,
     /// Blobs written before commit (actively persisted values).
     pub new_blobs: FastMap<LogicalId, NewBlob>,
     pub dropped: bool,
@@ -56,6 +61,7 @@ impl TxnStore {
             || self.dropped
             || !self.dirty.is_empty()
             || !self.freed.is_empty()
+            || !self.freed_blobs.is_empty()
             || self
                 .base
                 .as_ref()
