@@ -480,6 +480,45 @@ impl Database {
         Transaction::begin(Arc::clone(&self.shared), mode, max)
     }
 
+    /// Runs `f` in a `ForWriting` transaction and commits it; when the commit (or `f`) fails
+    /// with a retryable [`Error::Conflict`], runs it again in a new transaction, with
+    /// exponential backoff and jitter, up to 16 attempts.
+    ///
+    /// # Errors
+    /// The last error: [`Error::Conflict`] when every attempt conflicted, or any other error
+    /// at once.
+    pub fn transact<T>(&self, f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        self.transact_with(TransactionMode::ForWriting, 16, f)
+    }
+
+    /// [`Database::transact`] with a mode and a bound on attempts.
+    ///
+    /// # Errors
+    /// As [`Database::transact`].
+    pub fn transact_with<T>(
+        &self,
+        mode: TransactionMode,
+        max_attempts: u32,
+        mut f: impl FnMut(&Transaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut backoff = Duration::from_micros(200);
+        let mut attempt = 1;
+        loop {
+            let tx = self.begin(mode)?;
+            let r = f(&tx).and_then(|v| tx.commit().map(|()| v));
+            match r {
+                Err(e) if e.is_retryable() && attempt < max_attempts.max(1) => {
+                    drop(tx);
+                    let jitter = fastrand::u64(..=backoff.as_micros() as u64);
+                    std::thread::sleep(backoff / 2 + Duration::from_micros(jitter / 2));
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Registers a custom key comparator under `name`; stores created with
     /// `StoreOptions::comparator = Some(name)` order their keys with it. Register it before
     /// opening such a store, in every process, with the same ordering.
