@@ -103,7 +103,9 @@ pub trait BenchDb {
     fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()>;
 }
 
-/// Bytes of every file under `path` (apparent sizes, recursively).
+/// Bytes the files under `path` take on disk, recursively, as `du` counts them: allocated
+/// blocks, so that sparse pre-sized files (fjall's journal, for one) count what they use, not
+/// their length. Where blocks are not known, the length.
 ///
 /// # Errors
 /// I/O errors.
@@ -115,8 +117,19 @@ pub fn dir_size(path: &Path) -> Result<u64> {
         if meta.is_dir() {
             total += dir_size(&entry.path())?;
         } else {
-            total += meta.len();
+            total += allocated(&meta);
         }
     }
     Ok(total)
+}
+
+#[cfg(unix)]
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}
+
+#[cfg(not(unix))]
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    meta.len()
 }

@@ -1,1 +1,231 @@
-fn main() {}
+//! `sop-bench`: runs the workloads of `shared/bench/WORKLOADS.md` against SOP and its peers
+//! in one run and prints ops/s per engine with each engine's ratio to SOP.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+use sop_bench::workloads::DEFAULT_SEED;
+use sop_bench::{EngineConfig, Row, Workload, engines};
+
+#[derive(Debug, Parser)]
+#[command(name = "sop-bench", about = "Benchmarks SOP against its peers")]
+struct Cli {
+    /// Workloads: W1..W7, comma-separated, or `all`.
+    #[arg(long, short, default_value = "all")]
+    workload: String,
+    /// Items per workload.
+    #[arg(long, short, default_value_t = 100_000)]
+    n: usize,
+    /// Engines, comma-separated: sop, redb, and with their features lmdb, sqlite, fjall, sled.
+    #[arg(long, short, default_value = "sop,redb")]
+    engines: String,
+    /// Folder for the databases (default: a fresh temporary folder under ./target/bench-tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Do not fsync on commit.
+    #[arg(long)]
+    no_sync: bool,
+    /// One JSON object per result line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// SOP's items per node (default: `StoreOptions::default()`).
+    #[arg(long)]
+    slot_length: Option<usize>,
+    /// Seed of the random keys and values.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Print the table as Markdown.
+    #[arg(long)]
+    markdown: bool,
+    /// Keep the database folders after the run.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let workloads = Workload::parse_list(&cli.workload)?;
+    let names: Vec<String> = cli
+        .engines
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        bail!("no engine given");
+    }
+    for name in &names {
+        engines::check(name)?;
+    }
+    let cfg = EngineConfig {
+        sync: !cli.no_sync,
+        slot_length: cli.slot_length,
+    };
+
+    // The folder: given, or a fresh temporary one (removed at the end unless --keep).
+    let mut temp = None;
+    let root = match &cli.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            let base = Path::new("target").join("bench-tmp");
+            std::fs::create_dir_all(&base)
+                .with_context(|| format!("creating {}", base.display()))?;
+            let t = tempfile::Builder::new().prefix("run-").tempdir_in(&base)?;
+            let p = t.path().to_path_buf();
+            temp = Some(t);
+            p
+        }
+    };
+    if !cli.json {
+        eprintln!(
+            "sop-bench: n={} engines={} sync={} dir={}",
+            cli.n,
+            names.join(","),
+            cfg.sync,
+            root.display()
+        );
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures = 0;
+    for w in &workloads {
+        for name in &names {
+            let dir = root.join(format!("{w}-{name}"));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            match w.run(name, &dir, &cfg, cli.n, cli.seed) {
+                Ok(got) => {
+                    for r in got {
+                        if cli.json {
+                            println!("{}", r.to_json());
+                        } else {
+                            eprintln!(
+                                "  {:<3} {:<7} {:<22} {:>10} ops/s {:>9.3} s{}",
+                                r.workload,
+                                r.engine,
+                                r.op,
+                                human(r.ops_per_sec),
+                                r.seconds,
+                                r.bytes_on_disk
+                                    .map(|b| format!("  {}", mib(b)))
+                                    .unwrap_or_default()
+                            );
+                        }
+                        rows.push(r);
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("{w} on {name} failed: {e:#}");
+                }
+            }
+            if !cli.keep && dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+    }
+    if !cli.json {
+        println!("{}", table(&rows, &names, cli.markdown));
+    }
+    if cli.keep
+        && let Some(t) = temp.take()
+    {
+        eprintln!("kept {}", t.keep().display());
+    }
+    if failures > 0 {
+        bail!("{failures} workload run(s) failed");
+    }
+    Ok(())
+}
+
+/// Ops/s with a k/M suffix.
+fn human(x: f64) -> String {
+    if !x.is_finite() {
+        "inf".into()
+    } else if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+}
+
+/// One line per (workload, op) with each engine's ops/s and its ratio to sop; then one line per
+/// (workload, op) that measured the folder, with sizes and ratios.
+fn table(rows: &[Row], engines: &[String], markdown: bool) -> Table {
+    let mut keys: Vec<(String, String, u64)> = Vec::new();
+    for r in rows {
+        let k = (r.workload.clone(), r.op.clone(), r.n);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let find = |w: &str, op: &str, e: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.op == op && r.engine == e)
+    };
+    let others: Vec<&String> = engines.iter().filter(|e| *e != "sop").collect();
+    let has_sop = engines.iter().any(|e| e == "sop");
+
+    let mut t = Table::new();
+    t.load_style(if markdown {
+        ASCII_MARKDOWN
+    } else {
+        UTF8_FULL_CONDENSED
+    })
+    .set_content_arrangement(ContentArrangement::Disabled);
+    let mut header = vec!["workload".to_owned(), "op".to_owned(), "n".to_owned()];
+    header.extend(engines.iter().map(|e| format!("{e} ops/s")));
+    if has_sop {
+        header.extend(others.iter().map(|e| format!("{e}/sop")));
+    }
+    t.set_header(header);
+
+    let ratio = |x: Option<f64>, sop: Option<f64>| match (x, sop) {
+        (Some(x), Some(s)) if s > 0.0 => format!("{:.2}x", x / s),
+        _ => "-".into(),
+    };
+    for (w, op, n) in &keys {
+        let mut line = vec![w.clone(), op.clone(), n.to_string()];
+        let ops = |e: &str| find(w, op, e).map(|r| r.ops_per_sec);
+        line.extend(engines.iter().map(|e| ops(e).map_or("-".into(), human)));
+        if has_sop {
+            line.extend(others.iter().map(|e| ratio(ops(e), ops("sop"))));
+        }
+        t.add_row(line);
+    }
+    for (w, op, _) in &keys {
+        let size = |e: &str| find(w, op, e).and_then(|r| r.bytes_on_disk);
+        if engines.iter().all(|e| size(e).is_none()) {
+            continue;
+        }
+        let mut line = vec![w.clone(), format!("{op}: size"), String::new()];
+        line.extend(engines.iter().map(|e| size(e).map_or("-".into(), mib)));
+        if has_sop {
+            line.extend(
+                others
+                    .iter()
+                    .map(|e| ratio(size(e).map(|b| b as f64), size("sop").map(|b| b as f64))),
+            );
+        }
+        t.add_row(line);
+    }
+    for i in 2..t.column_count() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
