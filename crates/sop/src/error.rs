@@ -91,6 +91,14 @@ pub enum Error {
     /// A key or value could not be encoded or decoded by the typed layer.
     #[error("encoding error: {0}")]
     Encoding(String),
+    /// An external participant of a two-phase commit failed.
+    #[error("participant {name}: {detail}")]
+    Participant {
+        /// The participant's name.
+        name: String,
+        /// What failed.
+        detail: String,
+    },
     /// An earlier I/O error stopped the database from accepting writes; reopen it.
     #[error("database is poisoned by an earlier I/O error; reopen it: {0}")]
     Poisoned(String),

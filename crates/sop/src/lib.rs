@@ -48,5 +48,5 @@ pub use options::{
     DatabaseOptions, DatabaseType, Durability, StoreOptions, TransactionMode, ValuePlacement,
 };
 pub use store::{Btree, Range, RawBtree, RawItem, RawRange, StoreItem};
-pub use txn::{StoreInfo, Transaction};
+pub use txn::{InDoubt, Participant, StoreInfo, Transaction};
 pub use types::{Desc, Key, Value};

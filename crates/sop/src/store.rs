@@ -210,7 +210,10 @@ impl Ctx<'_> {
                 });
                 let loc = {
                     let mut ctx = shared.commit_lock()?;
-                    ctx.writer.append(Kind::Blob, &[&prefix, value])?
+                    let loc = ctx.writer.append(Kind::Blob, &[&prefix, value])?;
+                    // Not referenced until commit: keep its segment from being reclaimed.
+                    ctx.space.hold(loc.seg);
+                    loc
                 };
                 self.nodes.store.new_blobs.insert(
                     id,
@@ -232,10 +235,15 @@ impl Ctx<'_> {
 
     /// Forgets a value that is no longer referenced.
     fn drop_value(&mut self, v: &ValueRef) {
-        if let ValueRef::Blob { id, .. } = v
-            && self.nodes.store.new_blobs.remove(id).is_none()
-        {
-            self.nodes.store.freed_blobs.push(*id);
+        if let ValueRef::Blob { id, .. } = v {
+            match self.nodes.store.new_blobs.remove(id) {
+                Some(nb) => {
+                    if let Ok(mut ctx) = self.nodes.shared.commit_lock() {
+                        ctx.space.release(nb.entry.loc.seg);
+                    }
+                }
+                None => self.nodes.store.freed_blobs.push(*id),
+            }
         }
     }
 
@@ -448,6 +456,7 @@ impl Ctx<'_> {
     /// Removes the first item with `key`; the cursor is left without a current item.
     fn remove_key(&mut self, key: &[u8]) -> Result<bool> {
         self.read_point(key);
+        self.set_cursor(None);
         let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
         let order = &self.nodes.store.shape.order;
         let id = match pos.as_ref().and_then(Pos::item) {
@@ -798,7 +807,14 @@ impl RawBtree {
     pub fn info(&self) -> Result<StoreInfo> {
         let mut st = lock(&self.txn)?;
         st.check_active()?;
-        info_of(&mut st, self.store)
+        info_of(&mut st, self.store, true)
+    }
+
+    /// The store's info without recording the count as read.
+    pub(crate) fn info_no_count(&self) -> Result<StoreInfo> {
+        let mut st = lock(&self.txn)?;
+        st.check_active()?;
+        info_of(&mut st, self.store, false)
     }
 
     /// Items with keys in `range`, in order; `.rev()` iterates backwards.

@@ -15,9 +15,8 @@
 //! balancing on or off, durability and node cache size. Segments and the checkpoint threshold
 //! are the smallest allowed (64 KiB), so segments roll, get compacted and deleted.
 //!
-//! Environment: `SOP_MODEL_CASES` cases per test (default 48), `SOP_MODEL_OPS` maximum
-//! operations per case (default 150), `SOP_MODEL_KNOWN_BUGS=1` also runs the sequences that hit
-//! known engine bugs (see [`known_bugs`]).
+//! Environment: `SOP_MODEL_CASES` cases per test (default 96), `SOP_MODEL_OPS` maximum
+//! operations per case (default 150); see [`known_bugs`] for `SOP_MODEL_AVOID_FIXED`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -1406,20 +1405,12 @@ fn run(cfg: Cfg, ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Also run the operation sequences that hit known engine bugs (`SOP_MODEL_KNOWN_BUGS=1`),
-/// avoided by default so the test checks everything else:
-///
-/// 1. `remove_store(name)` then `new_raw_btree(name, ..)` in one transaction: the commit fails
-///    with `Conflict("store .. was created by another transaction")`.
-/// 2. `remove(key)` of a missing key leaves the cursor where it was, while its documentation
-///    says "The cursor is left without a current item" (as it is after a removal).
-/// 3. A transaction writes actively persisted values filling a log segment (which then holds
-///    only its not yet referenced blobs); another transaction commits (its commit marks that
-///    segment garbage); the first commits (its blobs now live in a segment marked garbage, and
-///    the mark stays); the next checkpoint deletes the segment: reading the values fails with
-///    "cannot open .../log/0000000001.seg" and the data is lost.
+/// The operation sequences that once hit engine bugs are always run now (they are fixed):
+/// removing and re-creating a store in one transaction; `remove(key)` of a missing key clearing
+/// the cursor; actively persisted values written ahead into a segment that another commit would
+/// have marked as garbage. `SOP_MODEL_AVOID_FIXED=1` avoids them (to bisect a regression).
 fn known_bugs() -> bool {
-    std::env::var_os("SOP_MODEL_KNOWN_BUGS").is_some()
+    std::env::var_os("SOP_MODEL_AVOID_FIXED").is_none()
 }
 
 fn env(name: &str, default: u32) -> u32 {
@@ -1431,7 +1422,7 @@ fn env(name: &str, default: u32) -> u32 {
 
 fn config() -> PtConfig {
     PtConfig {
-        cases: env("SOP_MODEL_CASES", 48),
+        cases: env("SOP_MODEL_CASES", 96),
         // Keep the repository clean: failures print their minimal case instead.
         failure_persistence: None,
         ..PtConfig::default()

@@ -31,13 +31,14 @@ pub use verify::VerifyReport;
 use crate::btree::Comparator;
 use crate::cache::NodeCache;
 use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
 use crate::log::{self, LogFiles, LogWriter};
 use crate::options::{
     DEFAULT_MAX_TXN_DURATION, DatabaseOptions, DatabaseType, MAX_TXN_DURATION_CAP, TransactionMode,
 };
 use crate::state::DbState;
 use crate::storage::{FileStorage, Storage};
-use crate::txn::{History, Transaction};
+use crate::txn::{History, Prepared, Transaction};
 
 const LOCK_FILE: &str = "sop.lock";
 const LOG_DIR: &str = "log";
@@ -52,6 +53,11 @@ pub(crate) struct CommitCtx {
     pub latest: Arc<DbState>,
     /// Keys written by recent commits, for validating transactions with older snapshots.
     pub history: History,
+    /// Prepared transactions (phase 1 done, no decision yet): their read and write sets
+    /// block conflicting commits until they are decided.
+    pub prepared: FastMap<u128, Arc<Prepared>>,
+    /// Their prepare record payloads (carried by checkpoints).
+    pub in_doubt: BTreeMap<u128, Vec<u8>>,
 }
 
 /// Group commit: which commits are durable, and who is syncing.
@@ -390,6 +396,17 @@ impl Database {
         );
         let exact = rec.replayed == 0 && rec.truncated == 0;
         let space = Space::rebuild(&files, &rec.state, ckpt_info.filter(|_| exact))?;
+        let mut prepared = FastMap::default();
+        for (id, raw) in &rec.in_doubt {
+            let p = Prepared::decode(raw).map_err(|e| {
+                Error::corruption(
+                    dir.join("log"),
+                    0,
+                    format!("prepared transaction {id:032x}: {e}"),
+                )
+            })?;
+            prepared.insert(*id, Arc::new(p));
+        }
         let state = Arc::new(rec.state);
         let shared = Shared {
             cache: NodeCache::new(effective.node_cache_bytes),
@@ -411,6 +428,8 @@ impl Database {
                 space,
                 latest: Arc::clone(&state),
                 history: History::new(),
+                prepared,
+                in_doubt: rec.in_doubt,
             }),
             state: RwLock::new(state),
             comparators: RwLock::new(HashMap::new()),
@@ -519,6 +538,24 @@ impl Database {
         }
     }
 
+    /// Transactions that completed phase 1 of a two-phase commit but whose decision was lost
+    /// (the process stopped before phase 2 or rollback). Decide each with
+    /// [`Database::resolve_in_doubt`]; until then, commits that conflict with them are refused.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn in_doubt(&self) -> Result<Vec<crate::txn::InDoubt>> {
+        crate::txn::in_doubt(&self.shared)
+    }
+
+    /// Commits (`commit = true`) or aborts an in-doubt transaction.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown id; as [`Transaction::commit`].
+    pub fn resolve_in_doubt(&self, txn_id: u128, commit: bool) -> Result<()> {
+        crate::txn::resolve(&self.shared, txn_id, commit)
+    }
+
     /// Registers a custom key comparator under `name`; stores created with
     /// `StoreOptions::comparator = Some(name)` order their keys with it. Register it before
     /// opening such a store, in every process, with the same ordering.
@@ -555,7 +592,7 @@ impl Database {
         let ctx = &mut *ctx;
         let state = Arc::clone(&ctx.latest);
         ctx.space
-            .checkpoint(&self.shared, &mut ctx.writer, &state)?;
+            .checkpoint(&self.shared, &mut ctx.writer, &state, &ctx.in_doubt)?;
         self.shared.sync_inline(ctx)?;
         ctx.space.collect(&self.shared, &ctx.writer)?;
         Ok(())

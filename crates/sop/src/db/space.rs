@@ -26,6 +26,8 @@ struct SegInfo {
     size: Option<u64>,
     /// Commit seq from which on no state references it.
     garbage_at: Option<u64>,
+    /// Values written ahead by running transactions (not referenced yet).
+    held: u64,
 }
 
 /// Per-segment live bytes, garbage and checkpoint bookkeeping.
@@ -73,11 +75,22 @@ impl Space {
             }
         }
         self.segs.entry(writer_seg).or_default();
-        for (seg, i) in self.segs.range_mut(..writer_seg) {
-            let _ = seg;
-            if i.live == 0 && i.garbage_at.is_none() {
+        for i in self.segs.range_mut(..writer_seg).map(|(_, i)| i) {
+            if i.live == 0 && i.held == 0 && i.garbage_at.is_none() {
                 i.garbage_at = Some(seq);
             }
+        }
+    }
+
+    /// A running transaction wrote a value ahead into `seg`.
+    pub fn hold(&mut self, seg: u32) {
+        self.segs.entry(seg).or_default().held += 1;
+    }
+
+    /// A value written ahead into `seg` was committed or discarded.
+    pub fn release(&mut self, seg: u32) {
+        if let Some(i) = self.segs.get_mut(&seg) {
+            i.held = i.held.saturating_sub(1);
         }
     }
 
@@ -87,10 +100,18 @@ impl Space {
         shared: &Shared,
         writer: &mut LogWriter,
         state: &DbState,
+        in_doubt: &BTreeMap<u128, Vec<u8>>,
     ) -> Result<()> {
         writer.sync_always()?;
         let (seg, off) = writer.position();
-        write_checkpoint(&*shared.storage, &shared.opts.path, state, seg, off)?;
+        write_checkpoint(
+            &*shared.storage,
+            &shared.opts.path,
+            state,
+            seg,
+            off,
+            in_doubt,
+        )?;
         writer.since_checkpoint = 0;
         self.ckpt_seq = state.seq;
         self.ckpt_seg = seg;
@@ -130,7 +151,7 @@ impl Space {
         writer_seg: u32,
     ) -> Result<Option<u32>> {
         for (seg, i) in self.segs.range_mut(..writer_seg) {
-            if i.live == 0 || i.garbage_at.is_some() {
+            if i.live == 0 || i.garbage_at.is_some() || i.held > 0 {
                 continue;
             }
             let size = match i.size {
@@ -159,7 +180,8 @@ pub(crate) fn after_commit(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
     }
     if ctx.writer.since_checkpoint >= shared.opts.checkpoint_bytes {
         let state = std::sync::Arc::clone(&ctx.latest);
-        ctx.space.checkpoint(shared, &mut ctx.writer, &state)?;
+        ctx.space
+            .checkpoint(shared, &mut ctx.writer, &state, &ctx.in_doubt)?;
         shared.sync_inline(ctx)?;
     }
     ctx.space.collect(shared, &ctx.writer)

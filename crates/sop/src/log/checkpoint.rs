@@ -5,13 +5,15 @@
 //! checkpoint.sop: magic "SOPCKPT1" | format u32 | payload length u64 | crc u32 | payload
 //! payload: seq u64 | log segment u32 | log offset u64 | next_logical u64 |
 //!          next_item u64 | next_store u32 | store count varint | store metas |
-//!          entry count varint | entries
+//!          entry count varint | entries |
+//!          in-doubt count varint | prepare payloads (varint length + bytes)
 //! ```
 //!
 //! It is replaced atomically: written to `checkpoint.tmp`, synced, renamed over
 //! `checkpoint.sop`, and the folder synced. The log up to the recorded position is synced
 //! before the checkpoint is written, so everything it points at is durable.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub struct Checkpoint {
     pub seg: u32,
     /// See `seg`.
     pub off: u64,
+    /// Prepared transactions without a decision (txn id -> prepare payload).
+    pub in_doubt: BTreeMap<u128, Vec<u8>>,
 }
 
 /// Writes a checkpoint of `state`, whose last commit ends at log position (`seg`, `off`).
@@ -46,6 +50,7 @@ pub fn write_checkpoint(
     state: &DbState,
     seg: u32,
     off: u64,
+    in_doubt: &BTreeMap<u128, Vec<u8>>,
 ) -> Result<()> {
     let mut w = Writer::default();
     w.u64(state.seq);
@@ -61,6 +66,10 @@ pub fn write_checkpoint(
     w.varint(state.registry.len() as u64);
     for (id, e) in state.registry.iter() {
         put_entry(&mut w, id, e);
+    }
+    w.varint(in_doubt.len() as u64);
+    for p in in_doubt.values() {
+        w.bytes(p);
     }
     let payload = w.buf;
     let mut out = Vec::with_capacity(HEADER + payload.len());
@@ -157,6 +166,25 @@ fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
         let (id, e) = get_entry(&mut r)?;
         state.registry.set(id, e);
     }
+    let n = r.count(17, "in-doubt count")?;
+    let mut in_doubt = BTreeMap::new();
+    for _ in 0..n {
+        let p = r.bytes("prepare payload")?;
+        let id = p
+            .get(..16)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(u128::from_le_bytes)
+            .ok_or(DecodeError {
+                at: r.pos(),
+                what: "prepare payload too short",
+            })?;
+        in_doubt.insert(id, p.to_vec());
+    }
     r.finish("trailing bytes in checkpoint")?;
-    Ok(Checkpoint { state, seg, off })
+    Ok(Checkpoint {
+        state,
+        seg,
+        off,
+        in_doubt,
+    })
 }

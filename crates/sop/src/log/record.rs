@@ -8,6 +8,7 @@
 //!   crc = CRC-32C of bytes 4..12 and the payload
 //! image payload (kind 1 node, 2 blob): store u32 | logical u64 | version u64 | body
 //! commit payload (kind 3): see `encode_commit`
+//! prepare payload (kind 4): see `txn::prepared`; abort payload (kind 5): txn id u128
 //! ```
 //!
 //! Invariants: a record is valid only if its CRC matches; `len` is bounded by the bytes left
@@ -34,6 +35,10 @@ pub enum Kind {
     Blob = 2,
     /// A commit record.
     Commit = 3,
+    /// A prepared transaction (phase 1 of a two-phase commit).
+    Prepare = 4,
+    /// The abort of a prepared transaction.
+    Abort = 5,
 }
 
 impl Kind {
@@ -42,6 +47,8 @@ impl Kind {
             1 => Some(Kind::Node),
             2 => Some(Kind::Blob),
             3 => Some(Kind::Commit),
+            4 => Some(Kind::Prepare),
+            5 => Some(Kind::Abort),
             _ => None,
         }
     }

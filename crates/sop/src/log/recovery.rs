@@ -9,6 +9,7 @@
 //!   `last + 1`): the bad bytes precede that commit's record, so they had been synced, and the
 //!   damage is real corruption. A torn tail is truncated away (it held no acknowledged commit).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::checkpoint::Checkpoint;
@@ -31,17 +32,20 @@ pub struct Recovered {
     pub replayed: u64,
     /// Bytes of torn tail removed.
     pub truncated: u64,
+    /// Prepared transactions without a decision: txn id -> prepare payload.
+    pub in_doubt: BTreeMap<u128, Vec<u8>>,
 }
 
 /// Recovers from `ckpt` (or from nothing) and the segments in `files`.
 pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recovered> {
     let segs = files.list()?;
-    let (mut state, start_seg, start_off) = match ckpt {
-        Some(c) => (c.state, c.seg, c.off),
+    let (mut state, start_seg, start_off, mut in_doubt) = match ckpt {
+        Some(c) => (c.state, c.seg, c.off, c.in_doubt),
         None => (
             DbState::new(),
             segs.first().copied().unwrap_or(1),
             SEGMENT_HEADER,
+            BTreeMap::new(),
         ),
     };
     let mut out = Recovered {
@@ -50,6 +54,7 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
         end: start_off,
         replayed: 0,
         truncated: 0,
+        in_doubt: BTreeMap::new(),
     };
     if !segs.contains(&start_seg) {
         if segs.iter().any(|s| *s > start_seg) || start_off != SEGMENT_HEADER {
@@ -62,6 +67,7 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
         // Fresh database (or crash right before the first segment was created).
         files.create(start_seg)?;
         out.state = state;
+        out.in_doubt = in_doubt;
         return Ok(out);
     }
     let todo: Vec<u32> = segs.iter().copied().filter(|s| *s >= start_seg).collect();
@@ -124,7 +130,25 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
                             ));
                         }
                         state.apply(&rec);
+                        in_doubt.remove(&rec.txn_id);
                         out.replayed += 1;
+                    } else if kind == Kind::Prepare || kind == Kind::Abort {
+                        let id = payload
+                            .get(..16)
+                            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                            .map(u128::from_le_bytes)
+                            .ok_or_else(|| {
+                                Error::corruption(
+                                    &path,
+                                    pos as u64,
+                                    "prepare/abort record too short",
+                                )
+                            })?;
+                        if kind == Kind::Prepare {
+                            in_doubt.insert(id, payload.to_vec());
+                        } else {
+                            in_doubt.remove(&id);
+                        }
                     }
                     let h = record::header(&buf[pos..]).map_or(0, |h| h.len);
                     pos += record::framed_len(h);
@@ -158,6 +182,7 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
         files.insert(seg, f)?;
     }
     out.state = state;
+    out.in_doubt = in_doubt;
     Ok(out)
 }
 

@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::access::sorted_keys;
-use super::nodes::{TxnNodes, load_node};
+use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
-use crate::btree::{self, Item, ItemId, KeyBuf, Node, NodeStore, Seek, ValueRef};
+use crate::btree::{KeyBuf, Node, ValueRef};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
@@ -104,27 +104,124 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
-        validate(st, &cur, &ctx.history)?;
+        validate(st, &cur, &ctx.history, &ctx.prepared)?;
         let batch = prepare(st, &cur)?;
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
+    finish_commit(&shared, seq)
+}
+
+/// Waits for commit `seq` to be durable, then does the housekeeping.
+fn finish_commit(shared: &Shared, seq: u64) -> Result<()> {
     shared.wait_durable(seq)?;
     // The commit is durable and published: what follows is housekeeping, whose failure must
     // not turn an acknowledged commit into an error. It is recorded for `verify` and stats.
     if let Err(e) = shared
         .commit_lock()
-        .and_then(|mut ctx| crate::db::after_commit_hook(&shared, &mut ctx))
+        .and_then(|mut ctx| crate::db::after_commit_hook(shared, &mut ctx))
     {
         shared.note_background_error(&e);
     }
     Ok(())
 }
 
+/// Phase 1 of a two-phase commit: validates, and writes the transaction's item changes and
+/// read set durably in a prepare record, without applying them. From then on, commits that
+/// would conflict with it are refused until it is decided.
+pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()> {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
+        return Ok(());
+    }
+    if st.started.elapsed() > st.max {
+        return Err(Error::TransactionTimeout(st.max));
+    }
+    let shared = Arc::clone(&st.shared);
+    let mut guard = shared.commit_lock()?;
+    let ctx = &mut *guard;
+    let cur = Arc::clone(&ctx.latest);
+    validate(st, &cur, &ctx.history, &ctx.prepared)?;
+    let mut stores = Vec::new();
+    let mut new_blobs = FastMap::default();
+    for ts in st.stores.values().filter(|t| t.is_changed()) {
+        new_blobs.extend(ts.new_blobs.iter().map(|(id, nb)| (*id, nb.entry)));
+        let changes = if ts.dropped {
+            Vec::new()
+        } else {
+            prepared::diff(&shared, ts, &st.snapshot)?
+        };
+        stores.push(PreparedStore {
+            id: ts.meta.id,
+            name: ts.meta.name.clone(),
+            options: ts.meta.options.clone(),
+            created: ts.base.is_none(),
+            dropped: ts.dropped,
+            count_read: ts.count_read,
+            access: ts.access.clone(),
+            changes,
+        });
+    }
+    let p = Prepared {
+        txn_id: st.id,
+        participants,
+        stores,
+    };
+    let payload = p.encode(|v| match v {
+        ValueRef::Blob { id, .. } if new_blobs.contains_key(id) => {
+            let e = new_blobs.get(id).copied().unwrap_or_default();
+            let rec = shared.files.read(e.loc)?;
+            let (_, body) = record::parse_image(rec.payload()).map_err(|err| {
+                Error::corruption(shared.files.path(e.loc.seg), e.loc.off, err.to_string())
+            })?;
+            Ok(ValueRef::Inline(body.to_vec()))
+        }
+        other => Ok(other.clone()),
+    })?;
+    ctx.writer.append(Kind::Prepare, &[&payload])?;
+    shared.sync_inline(ctx)?;
+    ctx.prepared.insert(st.id, Arc::new(p));
+    ctx.in_doubt.insert(st.id, payload);
+    Ok(())
+}
+
+/// Phase 2: applies a prepared transaction (merging with what committed meanwhile; no
+/// conflict is possible, conflicting commits were refused) with one commit record, the decision.
+pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
+        return Ok(());
+    }
+    let shared = Arc::clone(&st.shared);
+    let seq = {
+        let mut guard = shared.commit_lock()?;
+        let ctx = &mut *guard;
+        let cur = Arc::clone(&ctx.latest);
+        let batch = prepare(st, &cur)?;
+        write_commit(&shared, ctx, &cur, batch, st.id)?.seq
+    };
+    finish_commit(&shared, seq)
+}
+
+/// Records the abort of a prepared transaction.
+pub(crate) fn abort_prepared(shared: &Shared, txn_id: u128) -> Result<()> {
+    let mut guard = shared.commit_lock()?;
+    let ctx = &mut *guard;
+    if ctx.prepared.remove(&txn_id).is_none() {
+        return Ok(());
+    }
+    ctx.in_doubt.remove(&txn_id);
+    ctx.writer.append(Kind::Abort, &[&txn_id.to_le_bytes()])?;
+    shared.sync_inline(ctx)
+}
+
 fn conflict(msg: String) -> Error {
     Error::Conflict(msg)
 }
 
-fn validate(st: &TxnState, cur: &DbState, history: &History) -> Result<()> {
+fn validate(
+    st: &TxnState,
+    cur: &DbState,
+    history: &History,
+    prepared: &FastMap<u128, Arc<Prepared>>,
+) -> Result<()> {
     for ts in st.stores.values() {
         match &ts.base {
             Some(base) => {
@@ -137,7 +234,17 @@ fn validate(st: &TxnState, cur: &DbState, history: &History) -> Result<()> {
                 }
             }
             None => {
-                if !ts.dropped && cur.stores.contains_key(&ts.meta.name) {
+                let dropped_here = |id: StoreId| {
+                    st.stores
+                        .values()
+                        .any(|o| o.dropped && o.base.as_ref().is_some_and(|b| b.id == id))
+                };
+                if !ts.dropped
+                    && cur
+                        .stores
+                        .get(&ts.meta.name)
+                        .is_some_and(|m| !dropped_here(m.id))
+                {
                     return Err(conflict(format!(
                         "store {} was created by another transaction",
                         ts.meta.name
@@ -145,6 +252,9 @@ fn validate(st: &TxnState, cur: &DbState, history: &History) -> Result<()> {
                 }
             }
         }
+    }
+    for p in prepared.values().filter(|p| p.txn_id != st.id) {
+        check_against_prepared(st, p)?;
     }
     for h in history.iter().filter(|h| h.seq > st.snapshot.seq) {
         for w in &h.stores {
@@ -173,6 +283,42 @@ fn validate(st: &TxnState, cur: &DbState, history: &History) -> Result<()> {
     Ok(())
 }
 
+/// A prepared transaction has promised to commit: a transaction that writes what it read or
+/// wrote, or that creates or removes a store it uses, must not commit before it is decided.
+fn check_against_prepared(st: &TxnState, p: &Prepared) -> Result<()> {
+    let held = |what: &str| {
+        Err(conflict(format!(
+            "{what} is held by prepared transaction {:032x} (waiting for its phase 2)",
+            p.txn_id
+        )))
+    };
+    for ps in &p.stores {
+        for ts in st.stores.values() {
+            if ts.meta.name != ps.name {
+                continue;
+            }
+            if !ts.is_changed() {
+                continue;
+            }
+            if ps.created || ps.dropped || ts.dropped || ts.base.is_none() {
+                return held(&format!("store {}", ps.name));
+            }
+            if ps.count_read && ts.meta.count != ts.base.as_ref().map_or(0, |b| b.count) {
+                return held(&format!("the item count of store {}", ps.name));
+            }
+            let mine = sorted_keys(&ts.shape.order, ts.access.written.clone());
+            if let Some(k) = ps.access.conflict(&ts.shape.order, &mine) {
+                return held(&format!(
+                    "item {:?} of store {}",
+                    String::from_utf8_lossy(k),
+                    ps.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// True when the nodes the transaction changed are still the committed ones, so its node
 /// images can be written as they are.
 fn unchanged_since(ts: &TxnStore, st: &FastMap<LogicalId, super::Seen>, cur: &DbState) -> bool {
@@ -192,120 +338,6 @@ fn unchanged_since(ts: &TxnStore, st: &FastMap<LogicalId, super::Seen>, cur: &Db
             .freed
             .iter()
             .all(|id| st.get(id).is_some_and(|s| same(id, s.version)))
-}
-
-/// One item-level change found by comparing the transaction's leaves with their committed
-/// versions.
-enum Change {
-    Add(Item),
-    Remove(KeyBuf, ItemId),
-    Set(Item),
-}
-
-/// Replays the transaction's item changes in store `ts` on the current state `cur`.
-fn replay(shared: &Shared, ts: &mut TxnStore, snapshot: &DbState, cur: &DbState) -> Result<()> {
-    let sid = ts.meta.id;
-    let mut old: FastMap<ItemId, Item> = FastMap::default();
-    let touched: Vec<LogicalId> = ts
-        .dirty
-        .iter()
-        .filter(|(_, d)| d.base > 0)
-        .map(|(id, _)| *id)
-        .chain(ts.freed.iter().copied())
-        .collect();
-    for id in touched {
-        if let Node::Leaf(items) = &*load_node(shared, snapshot, sid, id)?.0 {
-            old.extend(items.iter().map(|i| (i.id, i.clone())));
-        }
-    }
-    let mut changes = Vec::new();
-    for d in ts.dirty.values() {
-        if let Node::Leaf(items) = &*d.node {
-            for it in items {
-                match old.remove(&it.id) {
-                    None => changes.push(Change::Add(it.clone())),
-                    Some(o) if o != *it => changes.push(Change::Set(it.clone())),
-                    Some(_) => {}
-                }
-            }
-        }
-    }
-    changes.extend(old.into_values().map(|o| Change::Remove(o.key, o.id)));
-    // Removes first (a key removed and added again in a unique store), then sets, then adds.
-    changes.sort_by_key(|c| match c {
-        Change::Remove(..) => 0,
-        Change::Set(_) => 1,
-        Change::Add(_) => 2,
-    });
-
-    let base = ts
-        .base
-        .clone()
-        .ok_or_else(|| conflict("store vanished".into()))?;
-    let now = cur
-        .stores
-        .get(&base.name)
-        .filter(|m| m.id == sid)
-        .cloned()
-        .ok_or_else(|| {
-            conflict(format!(
-                "store {} was removed by another transaction",
-                base.name
-            ))
-        })?;
-    let delta = ts.meta.count as i128 - base.count as i128;
-    ts.dirty.clear();
-    ts.freed.clear();
-    ts.meta.root = now.root;
-    ts.meta.count = (now.count as i128 + delta).max(0) as u64;
-    ts.base = Some(Arc::clone(&now));
-    let shape = ts.shape.clone();
-    let mut root = now.root;
-    let mut seen = FastMap::default();
-    let mut nodes = TxnNodes {
-        shared,
-        snapshot: cur,
-        store: ts,
-        seen: &mut seen,
-        track: false,
-    };
-    let lost = |what: &str, key: &[u8]| {
-        conflict(format!(
-            "{what} item {:?} of store {} could not be merged",
-            String::from_utf8_lossy(key),
-            base.name
-        ))
-    };
-    for c in changes {
-        match c {
-            Change::Remove(key, id) => {
-                if btree::remove(&mut nodes, &shape, &mut root, &key, id)?.is_none() {
-                    return Err(lost("removed", &key));
-                }
-            }
-            Change::Set(item) => {
-                let pos = btree::seek(&mut nodes, &shape, root, &item.key, item.id, Seek::Ge)?;
-                let Some(pos) = pos.filter(|p| p.item().is_some_and(|i| i.id == item.id)) else {
-                    return Err(lost("updated", &item.key));
-                };
-                let (leaf, idx) = (pos.leaf_id, pos.idx);
-                drop(pos);
-                if let Node::Leaf(items) = nodes.node_mut(leaf)?
-                    && let Some(slot) = items.get_mut(idx)
-                {
-                    *slot = item;
-                }
-            }
-            Change::Add(item) => {
-                let key = item.key.clone();
-                if !btree::insert(&mut nodes, &shape, &mut root, item)? {
-                    return Err(lost("added", &key));
-                }
-            }
-        }
-    }
-    ts.meta.root = root;
-    Ok(())
 }
 
 fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
@@ -330,7 +362,7 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
             continue;
         }
         if cur.seq != snapshot.seq && !unchanged_since(ts, &st.seen, cur) {
-            replay(&shared, ts, &snapshot, cur)?;
+            prepared::replay(&shared, ts, &snapshot, cur)?;
         }
         // Pending separate-blob values become blobs.
         for d in ts.dirty.values_mut() {
@@ -376,7 +408,7 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
             );
         }
         b.placed
-            .extend(ts.new_blobs.iter().map(|(id, nb)| (*id, nb.entry)));
+            .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
         b.removals.extend(ts.freed_blobs.iter().copied());
         let count_changed;
@@ -460,10 +492,17 @@ pub(crate) fn write_commit(
     ctx.writer.write(&b.bytes)?;
     let mut next = cur.clone();
     let replaced = next.apply(&rec);
+    for (_, e) in &b.placed {
+        ctx.space.release(e.loc.seg);
+    }
     ctx.space
         .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);
     let next = Arc::new(next);
     ctx.latest = Arc::clone(&next);
+    // A commit record carrying a prepared transaction's id is its decision.
+    if ctx.prepared.remove(&txn_id).is_some() {
+        ctx.in_doubt.remove(&txn_id);
+    }
     if !b.writes.is_empty() {
         ctx.history.push_back(HistEntry {
             seq: rec.seq,

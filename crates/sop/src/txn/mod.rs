@@ -15,6 +15,7 @@
 pub(crate) mod access;
 mod commit;
 pub(crate) mod nodes;
+pub(crate) mod prepared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use commit::{History, relocate};
 pub(crate) use nodes::{Seen, TxnStore, load_node};
+pub(crate) use prepared::Prepared;
 
 use crate::btree::{Order, Pos, Shape};
 use crate::db::Shared;
@@ -38,6 +40,8 @@ use access::Access;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
     Active,
+    /// Phase 1 of a two-phase commit done; waiting for phase 2 or rollback.
+    Prepared,
     Committed,
     RolledBack,
 }
@@ -65,6 +69,46 @@ pub(crate) struct TxnState {
     pub names: HashMap<String, StoreId>,
     pub seen: FastMap<LogicalId, Seen>,
     pub cursors: Vec<CursorState>,
+    pub participants: Vec<Box<dyn Participant>>,
+    pub hooks: Vec<Hook>,
+}
+
+/// A post-commit hook.
+pub(crate) struct Hook(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// An external resource enlisted in a transaction's two-phase commit (a message queue, another
+/// database...). SOP calls `prepare` after its own phase 1 is durable, `commit` after its own
+/// commit is durable, and `rollback` when the transaction is abandoned.
+pub trait Participant: Send {
+    /// A name recorded in the prepare record, shown in the in-doubt list after a crash.
+    fn name(&self) -> String;
+    /// Phase 1: make the change durable but not visible; an error aborts the transaction.
+    ///
+    /// # Errors
+    /// Any error aborts the whole transaction.
+    fn prepare(&mut self, txn_id: u128) -> Result<()>;
+    /// Phase 2: make the prepared change visible.
+    ///
+    /// # Errors
+    /// Reported to the caller; the SOP side is committed regardless.
+    fn commit(&mut self, txn_id: u128) -> Result<()>;
+    /// Discard the prepared change.
+    ///
+    /// # Errors
+    /// Reported to the caller.
+    fn rollback(&mut self, txn_id: u128) -> Result<()>;
+}
+
+impl std::fmt::Debug for dyn Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Participant({})", self.name())
+    }
 }
 
 impl TxnState {
@@ -184,9 +228,26 @@ impl TxnState {
     }
 
     fn finish(&mut self, status: Status) {
-        if self.status == Status::Active {
+        if matches!(self.status, Status::Active | Status::Prepared) {
             self.status = status;
+            self.participants.clear();
+            if status != Status::Committed {
+                self.hooks.clear();
+            }
             self.shared.release_snapshot(self.snapshot.seq);
+            // Values written ahead that no commit took over become garbage.
+            let held: Vec<u32> = self
+                .stores
+                .values_mut()
+                .flat_map(|s| s.new_blobs.drain().map(|(_, nb)| nb.entry.loc.seg))
+                .collect();
+            if !held.is_empty()
+                && let Ok(mut ctx) = self.shared.commit_lock()
+            {
+                for seg in held {
+                    ctx.space.release(seg);
+                }
+            }
             self.stores.clear();
             self.seen.clear();
             self.cursors.clear();
@@ -262,6 +323,8 @@ impl Transaction {
             names: HashMap::new(),
             seen: FastMap::default(),
             cursors: Vec::new(),
+            participants: Vec::new(),
+            hooks: Vec::new(),
         };
         Ok(Transaction {
             inner: Arc::new(Mutex::new(st)),
@@ -320,7 +383,7 @@ impl Transaction {
     /// other key or value types.
     pub fn open_btree<K: Key, V: Value>(&self, name: &str) -> Result<Btree<K, V>> {
         let raw = self.open_raw_btree(name)?;
-        let info = raw.info()?;
+        let info = raw.info_no_count()?;
         for (what, have, want) in [
             ("key type", &info.options.key_type, K::type_name()),
             ("value type", &info.options.value_type, V::type_name()),
@@ -430,7 +493,7 @@ impl Transaction {
         let mut st = lock(&self.inner)?;
         st.check_active()?;
         let id = st.store_id(name)?;
-        info_of(&mut st, id)
+        info_of(&mut st, id, true)
     }
 
     /// Commits: validates, writes and makes durable, then publishes. On any error the
@@ -440,34 +503,242 @@ impl Transaction {
     /// [`Error::Conflict`] (retryable), [`Error::TransactionTimeout`], [`Error::TransactionClosed`],
     /// I/O errors.
     pub fn commit(&self) -> Result<()> {
+        if !lock(&self.inner)?.participants.is_empty() {
+            self.phase1_commit()?;
+            return self.phase2_commit();
+        }
         let mut st = lock(&self.inner)?;
         st.check_active()?;
         let r = commit::commit(&mut st);
         match r {
-            Ok(()) => st.finish(Status::Committed),
+            Ok(()) => {
+                st.finish(Status::Committed);
+                run_hooks(&mut st);
+            }
             Err(_) => st.finish(Status::RolledBack),
         }
         r
     }
 
-    /// Rolls back: discards every change.
+    /// Enlists an external participant in this transaction's two-phase commit.
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn enlist(&self, p: impl Participant + 'static) -> Result<()> {
+        let mut st = lock(&self.inner)?;
+        st.check_active()?;
+        st.participants.push(Box::new(p));
+        Ok(())
+    }
+
+    /// Runs `f` after the transaction commits (not on rollback).
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn on_commit(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let mut st = lock(&self.inner)?;
+        st.check_active()?;
+        st.hooks.push(Hook(Box::new(f)));
+        Ok(())
+    }
+
+    /// Phase 1 of a two-phase commit: validates the transaction and makes its changes durable
+    /// in a prepare record without applying them, then prepares the enlisted participants.
+    /// Afterwards the transaction takes no more operations; commits of other transactions that
+    /// conflict with it are refused until [`Transaction::phase2_commit`] or
+    /// [`Transaction::rollback`] decides it. If the process dies before the decision, the
+    /// transaction is listed by [`Database::in_doubt`](crate::Database::in_doubt) on reopen.
+    ///
+    /// # Errors
+    /// As [`Transaction::commit`]; a participant's prepare error rolls everything back.
+    pub fn phase1_commit(&self) -> Result<()> {
+        let mut st = lock(&self.inner)?;
+        st.check_active()?;
+        let names = st.participants.iter().map(|p| p.name()).collect();
+        if let Err(e) = commit::phase1(&mut st, names) {
+            st.finish(Status::RolledBack);
+            return Err(e);
+        }
+        st.status = Status::Prepared;
+        let id = st.id;
+        let mut failed = None;
+        for p in &mut st.participants {
+            if let Err(e) = p.prepare(id) {
+                failed = Some(Error::Participant {
+                    name: p.name(),
+                    detail: format!("prepare failed: {e}"),
+                });
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            // If even the abort cannot be recorded, the prepare record stays and the
+            // transaction is listed as in doubt on reopen: say so.
+            return Err(match abort(&mut st) {
+                Ok(()) | Err(Error::Participant { .. }) => e,
+                Err(ae) => Error::Participant {
+                    name: "sop".into(),
+                    detail: format!("{e}; recording the abort failed too ({ae}): it is in doubt"),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Phase 2: applies the prepared transaction (its decision record is its commit record),
+    /// then commits the participants and runs the `on_commit` hooks.
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`] unless prepared; I/O errors; [`Error::Participant`] when a
+    /// participant fails to commit (this transaction is committed regardless).
+    pub fn phase2_commit(&self) -> Result<()> {
+        let mut st = lock(&self.inner)?;
+        if st.status != Status::Prepared {
+            return Err(Error::TransactionClosed);
+        }
+        if let Err(e) = commit::phase2(&mut st) {
+            // The prepare record stays: the transaction is in doubt until decided on reopen.
+            st.finish(Status::RolledBack);
+            return Err(e);
+        }
+        let id = st.id;
+        let mut failed = None;
+        for p in &mut st.participants {
+            if let Err(e) = p.commit(id) {
+                failed.get_or_insert(Error::Participant {
+                    name: p.name(),
+                    detail: format!("commit failed after the transaction committed: {e}"),
+                });
+            }
+        }
+        st.finish(Status::Committed);
+        run_hooks(&mut st);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Rolls back: discards every change (and, after phase 1, records the abort and rolls
+    /// back the participants).
     ///
     /// # Errors
     /// [`Error::TransactionClosed`] when already finished.
     pub fn rollback(&self) -> Result<()> {
         let mut st = lock(&self.inner)?;
-        st.check_active()?;
-        st.finish(Status::RolledBack);
-        Ok(())
+        match st.status {
+            Status::Active => {
+                let id = st.id;
+                for p in &mut st.participants {
+                    let _ = p.rollback(id);
+                }
+                st.finish(Status::RolledBack);
+                Ok(())
+            }
+            Status::Prepared => abort(&mut st),
+            _ => Err(Error::TransactionClosed),
+        }
     }
 }
 
-pub(crate) fn info_of(st: &mut TxnState, id: StoreId) -> Result<StoreInfo> {
+fn run_hooks(st: &mut TxnState) {
+    for h in std::mem::take(&mut st.hooks) {
+        (h.0)();
+    }
+}
+
+/// Aborts a prepared transaction: records the decision, rolls the participants back.
+fn abort(st: &mut TxnState) -> Result<()> {
+    let r = commit::abort_prepared(&st.shared, st.id);
+    let id = st.id;
+    let mut failed = None;
+    for p in &mut st.participants {
+        if let Err(e) = p.rollback(id) {
+            failed.get_or_insert(Error::Participant {
+                name: p.name(),
+                detail: format!("rollback failed: {e}"),
+            });
+        }
+    }
+    st.finish(Status::RolledBack);
+    r?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// A prepared transaction whose decision was lost in a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// Its id.
+    pub txn_id: u128,
+    /// Names of its external participants.
+    pub participants: Vec<String>,
+    /// Stores it changes.
+    pub stores: Vec<String>,
+}
+
+pub(crate) fn in_doubt(shared: &Shared) -> Result<Vec<InDoubt>> {
+    let ctx = shared.commit_lock()?;
+    let mut v: Vec<InDoubt> = ctx
+        .prepared
+        .values()
+        .map(|p| InDoubt {
+            txn_id: p.txn_id,
+            participants: p.participants.clone(),
+            stores: p.stores.iter().map(|s| s.name.clone()).collect(),
+        })
+        .collect();
+    v.sort_by_key(|d| d.txn_id);
+    Ok(v)
+}
+
+/// Decides an in-doubt transaction: `commit` applies its prepared changes, otherwise they are
+/// discarded.
+pub(crate) fn resolve(shared: &Arc<Shared>, txn_id: u128, commit: bool) -> Result<()> {
+    let p = shared
+        .commit_lock()?
+        .prepared
+        .get(&txn_id)
+        .cloned()
+        .ok_or_else(|| Error::InvalidArgument(format!("no in-doubt transaction {txn_id:032x}")))?;
+    if !commit {
+        return commit::abort_prepared(shared, txn_id);
+    }
+    let tx = Transaction::begin(
+        Arc::clone(shared),
+        TransactionMode::ForWriting,
+        crate::options::DEFAULT_MAX_TXN_DURATION,
+    )?;
+    {
+        let mut st = lock(&tx.inner)?;
+        st.id = txn_id;
+        let snapshot = Arc::clone(&st.snapshot);
+        for ps in &p.stores {
+            if ps.dropped {
+                let id = st.store_id(&ps.name)?;
+                if let Some(ts) = st.stores.get_mut(&id) {
+                    ts.dropped = true;
+                }
+                continue;
+            }
+            let id = if ps.created {
+                st.create_store(&ps.name, &ps.options)?
+            } else {
+                st.store_id(&ps.name)?
+            };
+            let ts = st
+                .stores
+                .get_mut(&id)
+                .ok_or_else(|| Error::StoreNotFound(ps.name.clone()))?;
+            prepared::apply(shared, ts, &snapshot, ps.changes.clone(), true)?;
+        }
+    }
+    tx.commit()
+}
+
+/// A store's info; `reads_count` records the count as read (validated at commit).
+pub(crate) fn info_of(st: &mut TxnState, id: StoreId, reads_count: bool) -> Result<StoreInfo> {
     let ts = st
         .stores
         .get_mut(&id)
         .ok_or_else(|| Error::StoreNotFound(format!("#{id}")))?;
-    ts.count_read = true;
+    ts.count_read |= reads_count;
     Ok(StoreInfo {
         name: ts.meta.name.clone(),
         options: ts.meta.options.clone(),
@@ -478,6 +749,9 @@ pub(crate) fn info_of(st: &mut TxnState, id: StoreId) -> Result<StoreInfo> {
 impl Drop for Transaction {
     fn drop(&mut self) {
         if let Ok(mut st) = self.inner.lock() {
+            if st.status == Status::Prepared {
+                let _ = abort(&mut st);
+            }
             st.finish(Status::RolledBack);
         }
     }
