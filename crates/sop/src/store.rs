@@ -14,6 +14,7 @@
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use crate::btree::{self, Item, ItemId, Node, Pos, Seek, ValueRef};
@@ -53,6 +54,9 @@ struct Ctx<'a> {
     nodes: TxnNodes<'a>,
     cursor: &'a mut CursorState,
     mode: TransactionMode,
+    /// Counts write operations of the transaction (range iterators drop read-ahead items
+    /// when it moves).
+    mods: &'a AtomicU64,
 }
 
 fn with<R>(
@@ -85,6 +89,7 @@ fn with<R>(
         },
         cursor,
         mode,
+        mods: &st.mods,
     };
     f(&mut ctx)
 }
@@ -92,6 +97,7 @@ fn with<R>(
 impl Ctx<'_> {
     fn writable(&self) -> Result<()> {
         if self.mode == TransactionMode::ForWriting {
+            self.mods.fetch_add(1, AtomicOrdering::Relaxed);
             Ok(())
         } else {
             Err(Error::ReadOnlyTransaction(self.mode.name()))
@@ -155,7 +161,7 @@ impl Ctx<'_> {
 
     fn read_value(&mut self, v: &ValueRef) -> Result<Vec<u8>> {
         match v {
-            ValueRef::Inline(b) => Ok(b.clone()),
+            ValueRef::Inline(b) => Ok(b.to_vec()),
             ValueRef::Pending(b) => Ok(b.to_vec()),
             ValueRef::Blob { id, len } => {
                 let entry = match self.nodes.store.new_blobs.get(id) {
@@ -197,7 +203,7 @@ impl Ctx<'_> {
     /// Makes a value reference for a new value per the store's placement.
     fn new_value(&mut self, value: &[u8]) -> Result<ValueRef> {
         match self.nodes.store.meta.options.value_placement {
-            ValuePlacement::InNode => Ok(ValueRef::Inline(value.to_vec())),
+            ValuePlacement::InNode => Ok(ValueRef::Inline(Arc::from(value))),
             ValuePlacement::SeparateBlob => Ok(ValueRef::Pending(Arc::new(value.to_vec()))),
             ValuePlacement::ActivelyPersisted => {
                 let shared = self.nodes.shared;
@@ -820,8 +826,12 @@ impl RawBtree {
     /// Items with keys in `range`, in order; `.rev()` iterates backwards.
     #[must_use]
     pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> RawRange {
+        let mods = lock(&self.txn)
+            .map(|st| Arc::clone(&st.mods))
+            .unwrap_or_default();
         RawRange {
             txn: Arc::clone(&self.txn),
+            mods,
             store: self.store,
             lo: range.start_bound().cloned(),
             hi: range.end_bound().cloned(),
@@ -838,16 +848,45 @@ impl RawBtree {
     }
 }
 
+/// One end of a range iteration: the furthest item it has claimed, its position, and the
+/// items claimed but not yet returned (a leaf's worth is taken per lock of the transaction).
 #[derive(Debug, Default)]
 struct End {
     last: Option<(btree::KeyBuf, ItemId)>,
     pos: Option<(Pos, u64)>,
+    buf: std::collections::VecDeque<RawItem>,
+    /// The transaction's write counter when `buf` was filled.
+    stamp: u64,
+    /// The last item returned from this end.
+    returned: Option<(btree::KeyBuf, ItemId)>,
 }
+
+impl End {
+    /// Forgets read-ahead items: the next step continues after the last item returned.
+    fn rewind(&mut self) {
+        self.buf.clear();
+        self.last = self.returned.clone();
+        self.pos = None;
+    }
+
+    fn take(&mut self, from_back: bool) -> Option<RawItem> {
+        let item = if from_back {
+            self.buf.pop_back()
+        } else {
+            self.buf.pop_front()
+        };
+        item
+    }
+}
+
+/// Most items one step of a range iterator takes from a leaf.
+const RANGE_BATCH: usize = 64;
 
 /// Iterator over a key range of a [`RawBtree`].
 #[derive(Debug)]
 pub struct RawRange {
     txn: Arc<Mutex<TxnState>>,
+    mods: Arc<AtomicU64>,
     store: StoreId,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
@@ -858,6 +897,7 @@ pub struct RawRange {
 
 impl RawRange {
     fn step(&mut self, forward: bool) -> Result<Option<RawItem>> {
+        let stamp = self.mods.load(AtomicOrdering::Relaxed);
         let (lo, hi) = (&self.lo, &self.hi);
         let (me, other) = if forward {
             (&mut self.front, &self.back)
@@ -918,75 +958,143 @@ impl RawRange {
                 record_to_end(c);
                 return Ok(None);
             };
-            let order = &c.nodes.store.shape.order;
-            let inside = if forward {
-                match hi {
-                    Bound::Included(h) => order.keys(&item.key, h) != Ordering::Greater,
-                    Bound::Excluded(h) => order.keys(&item.key, h) == Ordering::Less,
-                    Bound::Unbounded => true,
-                }
-            } else {
-                match lo {
-                    Bound::Included(l) => order.keys(&item.key, l) != Ordering::Less,
-                    Bound::Excluded(l) => order.keys(&item.key, l) == Ordering::Greater,
-                    Bound::Unbounded => true,
-                }
-            };
-            let before_other = other.last.as_ref().is_none_or(|(k, id)| {
-                let o = order.full(&item.key, item.id, k, *id);
-                if forward {
-                    o == Ordering::Less
+            let order = c.nodes.store.shape.order.clone();
+            let takes = |item: &Item| {
+                let inside = if forward {
+                    match hi {
+                        Bound::Included(h) => order.keys(&item.key, h) != Ordering::Greater,
+                        Bound::Excluded(h) => order.keys(&item.key, h) == Ordering::Less,
+                        Bound::Unbounded => true,
+                    }
                 } else {
-                    o == Ordering::Greater
-                }
-            });
-            if !inside || !before_other {
+                    match lo {
+                        Bound::Included(l) => order.keys(&item.key, l) != Ordering::Less,
+                        Bound::Excluded(l) => order.keys(&item.key, l) == Ordering::Greater,
+                        Bound::Unbounded => true,
+                    }
+                };
+                inside
+                    && other.last.as_ref().is_none_or(|(k, id)| {
+                        let o = order.full(&item.key, item.id, k, *id);
+                        if forward {
+                            o == Ordering::Less
+                        } else {
+                            o == Ordering::Greater
+                        }
+                    })
+            };
+            if !takes(item) {
                 record_to_end(c);
                 return Ok(None);
             }
-            let (key, id, v) = (item.key.clone(), item.id, item.value.clone());
-            let f = from.as_ref().map(Vec::as_slice);
-            if forward {
-                c.read_range(f, Bound::Included(&key));
-            } else {
-                c.read_range(Bound::Included(&key), f);
+            // Take this item and the following ones of the same leaf, up to a batch.
+            let Node::Leaf(items) = &*p.leaf else {
+                return Ok(None);
+            };
+            let mut idx = p.idx;
+            loop {
+                let Some(it) = items.get(idx) else { break };
+                let value = c.read_value(&it.value)?;
+                me.buf.push_back(RawItem {
+                    key: it.key.to_vec(),
+                    value,
+                    id: it.id,
+                });
+                me.last = Some((it.key.clone(), it.id));
+                let next_idx = if forward {
+                    idx.checked_add(1)
+                } else {
+                    idx.checked_sub(1)
+                };
+                match next_idx.and_then(|n| items.get(n).map(|it| (n, it))) {
+                    Some((n, it)) if me.buf.len() < RANGE_BATCH && takes(it) => idx = n,
+                    _ => break,
+                }
             }
-            me.last = Some((key.clone(), id));
+            let f = from.as_ref().map(Vec::as_slice);
+            if let Some((k, _)) = &me.last {
+                if forward {
+                    c.read_range(f, Bound::Included(k));
+                } else {
+                    c.read_range(Bound::Included(k), f);
+                }
+            }
+            let mut p = p;
+            p.idx = idx;
             me.pos = Some((p, changes));
-            let value = c.read_value(&v)?;
-            Ok(Some(RawItem {
-                key: key.into_vec(),
-                value,
-                id,
-            }))
+            me.stamp = stamp;
+            Ok(me.buf.pop_front())
         })
+    }
+}
+
+impl RawRange {
+    /// Drops read-ahead items when the transaction wrote since they were read, so iteration
+    /// continues on the changed store right after the last item returned.
+    fn refresh(&mut self) {
+        let now = self.mods.load(AtomicOrdering::Relaxed);
+        let mut rewound = false;
+        for end in [&mut self.front, &mut self.back] {
+            if !end.buf.is_empty() && end.stamp != now {
+                end.rewind();
+                rewound = true;
+            }
+        }
+        if rewound {
+            self.done = false;
+        }
+    }
+
+    fn next_from(&mut self, forward: bool) -> Option<Result<RawItem>> {
+        self.refresh();
+        let me = if forward {
+            &mut self.front
+        } else {
+            &mut self.back
+        };
+        let mut item = me.take(false);
+        if item.is_none() && !self.done {
+            match self.step(forward) {
+                Ok(Some(i)) => item = Some(i),
+                Ok(None) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        // The ends met: what is left was claimed by the other end and not yet returned.
+        let item = match item {
+            Some(i) => Some(i),
+            None => {
+                let other = if forward {
+                    &mut self.back
+                } else {
+                    &mut self.front
+                };
+                other.take(true)
+            }
+        }?;
+        let me = if forward {
+            &mut self.front
+        } else {
+            &mut self.back
+        };
+        me.returned = Some((btree::KeyBuf::new(&item.key), item.id));
+        Some(Ok(item))
     }
 }
 
 impl Iterator for RawRange {
     type Item = Result<RawItem>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let r = self.step(true).transpose();
-        if !matches!(r, Some(Ok(_))) {
-            self.done = true;
-        }
-        r
+        self.next_from(true)
     }
 }
 
 impl DoubleEndedIterator for RawRange {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let r = self.step(false).transpose();
-        if !matches!(r, Some(Ok(_))) {
-            self.done = true;
-        }
-        r
+        self.next_from(false)
     }
 }
 

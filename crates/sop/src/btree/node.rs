@@ -111,8 +111,8 @@ impl From<Vec<u8>> for KeyBuf {
 /// Where an item's value is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueRef {
-    /// The bytes, inside the node.
-    Inline(Vec<u8>),
+    /// The bytes, inside the node (shared, so copying a node on write copies no value bytes).
+    Inline(Arc<[u8]>),
     /// A committed (or already persisted) blob.
     Blob {
         /// Logical id of the blob.
@@ -250,7 +250,7 @@ impl Node {
                     let key = r.bytes("item key")?.into();
                     let id = r.u128("item id")?;
                     let value = match r.u8("value tag")? {
-                        0 => ValueRef::Inline(r.bytes("inline value")?.to_vec()),
+                        0 => ValueRef::Inline(Arc::from(r.bytes("inline value")?)),
                         1 => ValueRef::Blob {
                             id: r.u64("blob id")?,
                             len: r.varint("blob length")?,
@@ -308,7 +308,7 @@ mod tests {
             Item {
                 key: b"a".to_vec().into(),
                 id: 7,
-                value: ValueRef::Inline(b"xyz".to_vec()),
+                value: ValueRef::Inline(Arc::from(&b"xyz"[..])),
             },
             Item {
                 key: b"b".to_vec().into(),

@@ -62,6 +62,13 @@ impl NodeCache {
             .map(|c| c.node)
     }
 
+    /// Drops the node at `loc` (it was superseded).
+    pub fn remove(&self, loc: Location) {
+        if let Some(c) = &self.inner {
+            c.remove(&(loc.seg, loc.off));
+        }
+    }
+
     /// Caches `node` at `loc`.
     pub fn insert(&self, loc: Location, node: Arc<Node>) {
         if let Some(c) = &self.inner {

@@ -77,6 +77,22 @@ pub fn frame(out: &mut Vec<u8>, kind: Kind, parts: &[&[u8]]) {
     out.resize(start + framed_len(len), 0);
 }
 
+/// Appends a framed record whose payload `fill` writes directly into `out` (no intermediate
+/// buffer).
+pub fn frame_with(out: &mut Vec<u8>, kind: Kind, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    fill(out);
+    let len = out.len() - start - HEADER;
+    out[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 8] = kind as u8;
+    let mut crc = Crc32c::new();
+    crc.update(&out[start + 4..]);
+    let crc = crc.finish();
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + framed_len(len), 0);
+}
+
 /// Parsed header: kind and payload length.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {

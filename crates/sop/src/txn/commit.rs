@@ -77,6 +77,26 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// Frames a node image, encoding the node straight into the batch.
+    fn add_node(&mut self, id: ImageId, node: &Arc<Node>) {
+        let rel = self.bytes.len() as u64;
+        record::frame_with(&mut self.bytes, Kind::Node, |out| {
+            out.extend_from_slice(&image_prefix(id));
+            let mut w = Writer::with(std::mem::take(out));
+            node.encode(&mut w);
+            *out = w.buf;
+        });
+        let len = (self.bytes.len() as u64 - rel) as u32;
+        self.images.push(Image {
+            logical: id.logical,
+            store: id.store,
+            version: id.version,
+            rel,
+            len,
+            node: Some(Arc::clone(node)),
+        });
+    }
+
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
         let rel = self.bytes.len() as u64;
         record::frame(&mut self.bytes, kind, &[&image_prefix(id), body]);
@@ -172,7 +192,7 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
             let (_, body) = record::parse_image(rec.payload()).map_err(|err| {
                 Error::corruption(shared.files.path(e.loc.seg), e.loc.off, err.to_string())
             })?;
-            Ok(ValueRef::Inline(body.to_vec()))
+            Ok(ValueRef::Inline(Arc::from(body)))
         }
         other => Ok(other.clone()),
     })?;
@@ -392,19 +412,14 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 }
             }
         }
-        let mut w = Writer::default();
         for (id, d) in &ts.dirty {
-            w.buf.clear();
-            d.node.encode(&mut w);
-            b.add_image(
-                Kind::Node,
+            b.add_node(
                 ImageId {
                     store: sid,
                     logical: *id,
                     version: d.base + 1,
                 },
-                &w.buf,
-                Some(Arc::clone(&d.node)),
+                &d.node,
             );
         }
         b.placed
@@ -494,6 +509,10 @@ pub(crate) fn write_commit(
     let replaced = next.apply(&rec);
     for (_, e) in &b.placed {
         ctx.space.release(e.loc.seg);
+    }
+    // Superseded images will not be read by new transactions: make room in the cache.
+    for old in &replaced {
+        shared.cache.remove(old.loc);
     }
     ctx.space
         .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);

@@ -71,6 +71,8 @@ pub(crate) struct TxnState {
     pub cursors: Vec<CursorState>,
     pub participants: Vec<Box<dyn Participant>>,
     pub hooks: Vec<Hook>,
+    /// Write operations so far (read by range iterators without taking the lock).
+    pub mods: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A post-commit hook.
@@ -325,6 +327,7 @@ impl Transaction {
             cursors: Vec::new(),
             participants: Vec::new(),
             hooks: Vec::new(),
+            mods: Arc::default(),
         };
         Ok(Transaction {
             inner: Arc::new(Mutex::new(st)),
@@ -476,6 +479,7 @@ impl Transaction {
             Err(Error::StoreNotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
+        st.mods.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(ts) = st.stores.get_mut(&id) {
             ts.dropped = true;
             ts.dirty.clear();

@@ -348,7 +348,7 @@ impl Prepared {
                         0 => {
                             let v = r.bytes("value")?.to_vec();
                             match options.value_placement {
-                                ValuePlacement::InNode => ValueRef::Inline(v),
+                                ValuePlacement::InNode => ValueRef::Inline(Arc::from(v)),
                                 _ => ValueRef::Pending(Arc::new(v)),
                             }
                         }
