@@ -870,12 +870,11 @@ impl End {
     }
 
     fn take(&mut self, from_back: bool) -> Option<RawItem> {
-        let item = if from_back {
+        if from_back {
             self.buf.pop_back()
         } else {
             self.buf.pop_front()
-        };
-        item
+        }
     }
 }
 
@@ -992,8 +991,7 @@ impl RawRange {
                 return Ok(None);
             };
             let mut idx = p.idx;
-            loop {
-                let Some(it) = items.get(idx) else { break };
+            while let Some(it) = items.get(idx) {
                 let value = c.read_value(&it.value)?;
                 me.buf.push_back(RawItem {
                     key: it.key.to_vec(),
