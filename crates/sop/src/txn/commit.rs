@@ -162,9 +162,13 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
     validate(st, &cur, &ctx.history, &ctx.prepared)?;
     let mut stores = Vec::new();
     let mut new_blobs = FastMap::default();
-    for ts in st.stores.values().filter(|t| t.is_changed()) {
+    // Stores only read count too: their read set must block writers until the decision.
+    let involved = |t: &&TxnStore| {
+        t.is_changed() || t.count_read || !t.access.points.is_empty() || !t.access.ranges.is_empty()
+    };
+    for ts in st.stores.values().filter(involved) {
         new_blobs.extend(ts.new_blobs.iter().map(|(id, nb)| (*id, nb.entry)));
-        let changes = if ts.dropped {
+        let changes = if ts.dropped || !ts.is_changed() {
             Vec::new()
         } else {
             prepared::diff(&shared, ts, &st.snapshot)?
@@ -528,10 +532,10 @@ pub(crate) fn write_commit(
             stores: std::mem::take(&mut b.writes),
         });
     }
-    let keep_after = shared
-        .oldest_snapshot()
-        .unwrap_or(u64::MAX)
-        .min(shared.published_seq());
+    // Published first: a transaction beginning after this read has a snapshot at least as
+    // new, so nothing it needs is trimmed.
+    let published = shared.published_seq();
+    let keep_after = shared.oldest_snapshot().unwrap_or(u64::MAX).min(published);
     while ctx.history.front().is_some_and(|h| h.seq <= keep_after) {
         ctx.history.pop_front();
     }

@@ -731,6 +731,10 @@ pub(crate) fn resolve(shared: &Arc<Shared>, txn_id: u128, commit: bool) -> Resul
                 .get_mut(&id)
                 .ok_or_else(|| Error::StoreNotFound(ps.name.clone()))?;
             prepared::apply(shared, ts, &snapshot, ps.changes.clone(), true)?;
+            // Its writes go into the commit history, so transactions with older snapshots
+            // that touched the same items conflict with this decision.
+            ts.access = ps.access.clone();
+            ts.count_read = ps.count_read;
         }
     }
     tx.commit()
