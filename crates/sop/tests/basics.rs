@@ -133,3 +133,148 @@ fn second_open_is_refused() -> Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn custom_comparator_orders_keys_and_update_key_is_order_neutral() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = open(dir.path())?;
+    // Case-insensitive order: "B" and "b" are the same key.
+    db.register_comparator("nocase", |a: &[u8], b: &[u8]| {
+        a.to_ascii_lowercase().cmp(&b.to_ascii_lowercase())
+    })?;
+    let tx = db.begin(TransactionMode::ForWriting)?;
+    let opts = StoreOptions {
+        comparator: Some("nocase".into()),
+        ..StoreOptions::default()
+    };
+    let s = tx.new_raw_btree("ci", opts.clone())?;
+    for k in ["b", "A", "c"] {
+        assert!(s.add(k.as_bytes(), b"v")?);
+    }
+    assert!(!s.add(b"B", b"dup")?, "B equals b under the comparator");
+    let keys: Vec<Vec<u8>> = s
+        .iter()
+        .map(|i| i.map(|i| i.key))
+        .collect::<sop::Result<_>>()?;
+    assert_eq!(keys, vec![b"A".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    // update_key may change bytes that compare equal, and nothing else.
+    assert!(s.update_key(b"B", b"B")?);
+    assert_eq!(s.current_key()?.map(|(k, _)| k), Some(b"B".to_vec()));
+    assert!(matches!(
+        s.update_key(b"c", b"d"),
+        Err(Error::InvalidArgument(_))
+    ));
+    tx.commit()?;
+    // Handles keep the database open: drop them before reopening.
+    drop((s, tx, db));
+
+    // Reopen: the store needs its comparator registered before use.
+    let db = open(dir.path())?;
+    let tx = db.begin(TransactionMode::ForReading)?;
+    assert!(matches!(
+        tx.open_raw_btree("ci"),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(tx);
+    db.register_comparator("nocase", |a: &[u8], b: &[u8]| {
+        a.to_ascii_lowercase().cmp(&b.to_ascii_lowercase())
+    })?;
+    let tx = db.begin(TransactionMode::ForReading)?;
+    let s = tx.open_raw_btree("ci")?;
+    assert_eq!(s.get(b"b")?, Some(b"v".to_vec()));
+    assert!(s.contains_key(b"a")?);
+    // Opening with other options is a clear error.
+    let tx2 = db.begin(TransactionMode::ForWriting)?;
+    assert!(matches!(
+        tx2.new_raw_btree("ci", StoreOptions::default()),
+        Err(Error::IncompatibleStore { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn rewriting_and_deleting_does_not_grow_the_files_without_bound() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let opts = DatabaseOptions {
+        segment_bytes: 1 << 16,
+        checkpoint_bytes: 1 << 17,
+        ..DatabaseOptions::new(dir.path())
+    };
+    let db = Database::open(opts)?;
+    let mut high_water = 0;
+    for round in 0..40u32 {
+        let tx = db.begin(TransactionMode::ForWriting)?;
+        let s = tx.new_btree::<u32, Vec<u8>>(
+            "s",
+            StoreOptions {
+                slot_length: 16,
+                ..StoreOptions::default()
+            },
+        )?;
+        for i in 0..200u32 {
+            s.upsert(&i, &vec![round as u8; 200])?;
+        }
+        tx.commit()?;
+        let tx = db.begin(TransactionMode::ForWriting)?;
+        let s = tx.open_btree::<u32, Vec<u8>>("s")?;
+        for i in (0..200u32).filter(|i| i % 3 == 0) {
+            s.remove(&i)?;
+        }
+        tx.commit()?;
+        let used = db.disk_usage()?;
+        if round == 10 {
+            high_water = used;
+        }
+        if round > 10 {
+            // About 45 KiB of live data: the log must stay within a small multiple of it.
+            assert!(
+                used <= high_water.max(1 << 20) * 2,
+                "round {round}: {used} bytes on disk"
+            );
+        }
+    }
+    assert!(db.verify()?.is_ok());
+    Ok(())
+}
+
+/// A second process opening the same standalone database is refused with a clear error.
+#[test]
+fn second_process_is_refused() -> Result<()> {
+    if let Some(dir) = std::env::var_os("SOP_HOLDER_CHILD") {
+        let _db = open(std::path::Path::new(&dir))?;
+        println!("HOLDING");
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        return Ok(());
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    drop(open(dir.path())?);
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "second_process_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SOP_HOLDER_CHILD", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = std::io::BufReader::new(out).lines();
+    let held = lines.any(|l| l.is_ok_and(|l| l.contains("HOLDING")));
+    let second = open(dir.path());
+    child.kill()?;
+    child.wait()?;
+    assert!(held, "the child did not open the database");
+    let err = second
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("second open succeeded"))?;
+    let err = err.downcast::<Error>()?;
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    // Once the holder is gone the database opens again.
+    drop(open(dir.path())?);
+    Ok(())
+}
