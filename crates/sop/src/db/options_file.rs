@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::log::record::crc;
 use crate::options::DatabaseOptions;
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{OpenMode, Storage, replace_file};
 
 /// File name.
 pub const FILE: &str = "dboptions.json";
@@ -101,17 +101,5 @@ pub fn write(storage: &dyn Storage, dir: &Path, opts: &DatabaseOptions) -> Resul
     )
     .into_bytes();
     out.extend_from_slice(&body);
-    let tmp = dir.join(TMP);
-    let dst = dir.join(FILE);
-    if storage.exists(&tmp) {
-        storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    let f = storage
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| Error::io(&tmp, e))?;
-    f.write_at(&out, 0).map_err(|e| Error::io(&tmp, e))?;
-    f.sync().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    storage.rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
+    replace_file(storage, dir, TMP, FILE, &out)
 }

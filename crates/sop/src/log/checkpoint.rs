@@ -21,7 +21,7 @@ use super::record::{self, ENTRY_BYTES, get_entry, get_meta, put_entry, put_meta}
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::state::DbState;
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{OpenMode, Storage, replace_file};
 
 const MAGIC: &[u8; 8] = b"SOPCKPT1";
 const FORMAT: u32 = 1;
@@ -79,20 +79,7 @@ pub fn write_checkpoint(
     out.extend_from_slice(&record::crc(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
 
-    let tmp = dir.join(TMP);
-    let dst = dir.join(FILE);
-    if storage.exists(&tmp) {
-        storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    let f = storage
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| Error::io(&tmp, e))?;
-    f.write_at(&out, 0).map_err(|e| Error::io(&tmp, e))?;
-    f.sync().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    storage.rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-    Ok(())
+    replace_file(storage, dir, TMP, FILE, &out)
 }
 
 /// Reads the checkpoint, if there is one.

@@ -86,3 +86,32 @@ pub trait StorageFile: Send + Sync + Debug {
     /// The path the file was opened with (for error messages).
     fn path(&self) -> &Path;
 }
+
+/// Replaces `dir/name` atomically with `bytes`: writes `dir/tmp`, syncs it, renames it over
+/// `name` and syncs the folder. A crash leaves either the old file or the new one (and perhaps
+/// a stale `tmp`, removed by the next call).
+///
+/// # Errors
+/// I/O errors, naming the file.
+pub fn replace_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    tmp: &str,
+    name: &str,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    use crate::Error;
+    let tmp = dir.join(tmp);
+    let dst = dir.join(name);
+    if storage.exists(&tmp) {
+        storage.remove(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    let f = storage
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| Error::io(&tmp, e))?;
+    f.write_at(bytes, 0).map_err(|e| Error::io(&tmp, e))?;
+    f.sync().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    storage.rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
+}
