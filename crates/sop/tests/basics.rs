@@ -278,3 +278,28 @@ fn second_process_is_refused() -> Result<()> {
     drop(open(dir.path())?);
     Ok(())
 }
+
+#[test]
+fn direct_io_database_round_trip() -> Result<()> {
+    // O_DIRECT works on this machine's filesystems (ext4, and tmpfs on recent kernels).
+    let dir = tempfile::tempdir()?;
+    let opts = DatabaseOptions {
+        direct_io: true,
+        ..DatabaseOptions::new(dir.path())
+    };
+    let db = Database::open(opts.clone())?;
+    let tx = db.begin(TransactionMode::ForWriting)?;
+    let s = tx.new_btree::<u32, String>("d", StoreOptions::default())?;
+    for i in 0..500u32 {
+        s.add(&i, &format!("value {i}"))?;
+    }
+    tx.commit()?;
+    drop((s, tx, db));
+    let db = Database::open(opts)?;
+    let tx = db.begin(TransactionMode::ForReading)?;
+    let s = tx.open_btree::<u32, String>("d")?;
+    assert_eq!(s.count()?, 500);
+    assert_eq!(s.get(&499)?, Some("value 499".into()));
+    assert!(db.verify()?.is_ok());
+    Ok(())
+}
