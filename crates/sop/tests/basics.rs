@@ -303,3 +303,14 @@ fn direct_io_database_round_trip() -> Result<()> {
     assert!(db.verify()?.is_ok());
     Ok(())
 }
+
+#[test]
+fn handles_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Database>();
+    send::<sop::Transaction>();
+    send::<sop::RawBtree>();
+    send::<sop::Btree<String, u64>>();
+    send::<sop::RawRange>();
+}
