@@ -3,7 +3,7 @@
 //! A [`BenchDb`] abstracts one embedded key/value engine: open at a path with a durability
 //! flag, run a write transaction (insert/remove byte keys and values, then commit) or a read
 //! transaction (point gets and range scans). The workloads of `shared/bench/WORKLOADS.md`
-//! (W1-W7, see [`Workload`]) run against any of them and return [`Row`]s of timings.
+//! (W1-W7 with W4c, see [`Workload`]) run against any of them and return [`Row`]s of timings.
 //!
 //! Keys and values come from a fixed seed ([`Data::random`]), so every engine sees the same
 //! items in the same order. Each workload runs on a fresh folder.
@@ -77,7 +77,14 @@ pub type WriteFn<'a> = dyn FnMut(&mut dyn Writer) -> Result<()> + 'a;
 pub type ReadFn<'a> = dyn FnMut(&mut dyn Reader) -> Result<()> + 'a;
 
 /// One engine, open on one folder.
-pub trait BenchDb {
+///
+/// Shared by reference between threads (the concurrent workloads W4c and W5's `random_get_2t`
+/// call [`BenchDb::write`] and [`BenchDb::read`] from several threads at once): every adapter
+/// is `Send + Sync` and takes `&self`. Each call is one transaction on the calling thread; the
+/// engine serializes or merges concurrent writers its own way (one writer at a time for redb
+/// and LMDB, optimistic transactions with retry on conflict for SOP, a connection per thread
+/// and `BEGIN IMMEDIATE` for SQLite, batches for fjall and sled).
+pub trait BenchDb: Send + Sync {
     /// Opens (creating) the engine's database inside the folder `path`.
     ///
     /// # Errors
@@ -90,17 +97,18 @@ pub trait BenchDb {
     fn name(&self) -> &'static str;
 
     /// Begins a write transaction, runs `body` in it and commits (durably when opened with
-    /// `sync`). When `body` fails the transaction is abandoned.
+    /// `sync`). When `body` fails the transaction is abandoned. An engine whose commits can
+    /// fail with a retryable conflict (SOP) runs `body` again in a new transaction.
     ///
     /// # Errors
     /// `body`'s or the engine's errors.
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()>;
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()>;
 
     /// Begins a read transaction and runs `body` in it.
     ///
     /// # Errors
     /// `body`'s or the engine's errors.
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()>;
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()>;
 }
 
 /// Bytes the files under `path` take on disk, recursively, as `du` counts them: allocated

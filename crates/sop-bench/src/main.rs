@@ -1,5 +1,6 @@
 //! `sop-bench`: runs the workloads of `shared/bench/WORKLOADS.md` against SOP and its peers
-//! in one run and prints ops/s per engine with each engine's ratio to SOP.
+//! in one run and prints ops/s per engine with each engine's ratio to SOP, and for the
+//! concurrent rows (W4c, W5 with 2 threads) each engine's ratio to its own single-thread row.
 
 use std::path::{Path, PathBuf};
 
@@ -7,13 +8,13 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{CellAlignment, ContentArrangement, Table};
-use sop_bench::workloads::DEFAULT_SEED;
+use sop_bench::workloads::{DEFAULT_SEED, baseline};
 use sop_bench::{EngineConfig, Row, Workload, engines};
 
 #[derive(Debug, Parser)]
 #[command(name = "sop-bench", about = "Benchmarks SOP against its peers")]
 struct Cli {
-    /// Workloads: W1..W7, comma-separated, or `all`.
+    /// Workloads: W1..W7 and W4c (8 writer threads), comma-separated, or `all`.
     #[arg(long, short, default_value = "all")]
     workload: String,
     /// Items per workload.
@@ -107,7 +108,7 @@ fn main() -> Result<()> {
                             println!("{}", r.to_json());
                         } else {
                             eprintln!(
-                                "  {:<3} {:<7} {:<22} {:>10} ops/s {:>9.3} s{}",
+                                "  {:<3} {:<7} {:<24} {:>10} ops/s {:>9.3} s{}",
                                 r.workload,
                                 r.engine,
                                 r.op,
@@ -162,8 +163,9 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
 }
 
-/// One line per (workload, op) with each engine's ops/s and its ratio to sop; then one line per
-/// (workload, op) that measured the folder, with sizes and ratios.
+/// One line per (workload, op) with each engine's ops/s and its ratio to sop, each concurrent
+/// row followed by a line of each engine's ratio to its single-thread row (see [`baseline`]);
+/// then one line per (workload, op) that measured the folder, with sizes and ratios.
 fn table(rows: &[Row], engines: &[String], markdown: bool) -> Table {
     let mut keys: Vec<(String, String, u64)> = Vec::new();
     for r in rows {
@@ -205,6 +207,17 @@ fn table(rows: &[Row], engines: &[String], markdown: bool) -> Table {
             line.extend(others.iter().map(|e| ratio(ops(e), ops("sop"))));
         }
         t.add_row(line);
+        if let Some((bw, bop, label)) = baseline(w, op) {
+            let base = |e: &str| find(bw, bop, e).map(|r| r.ops_per_sec);
+            if engines.iter().any(|e| base(e).is_some()) {
+                let mut line = vec![w.clone(), label.to_owned(), String::new()];
+                line.extend(engines.iter().map(|e| ratio(ops(e), base(e))));
+                if has_sop {
+                    line.extend(others.iter().map(|_| String::new()));
+                }
+                t.add_row(line);
+            }
+        }
     }
     for (w, op, _) in &keys {
         let size = |e: &str| find(w, op, e).and_then(|r| r.bytes_on_disk);

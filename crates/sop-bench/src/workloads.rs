@@ -2,13 +2,18 @@
 //!
 //! Only the operation named by a row is timed: loading the data a workload reads or removes,
 //! the checks that the engine did what it was asked, and closing the database are not.
+//!
+//! The concurrent rows (W4c, W5's `random_get_2t`) share one open engine between threads
+//! (`&dyn BenchDb`); the threads start together at a barrier and the time runs from there until
+//! the last one is done.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Barrier;
 use std::time::Instant;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 
 use crate::{BenchDb, EngineConfig, dir_size, engines};
 
@@ -18,8 +23,12 @@ pub const KEY_LEN: usize = 16;
 pub const VALUE_LEN: usize = 100;
 /// Items per transaction of the batched workloads (W3, W7).
 pub const BATCH: usize = 1_000;
-/// Transactions of W4.
+/// Transactions of W4, and of W4c over all its threads.
 pub const SINGLE_COMMITS: usize = 1_000;
+/// Threads of W4c, each committing its share of [`SINGLE_COMMITS`] on disjoint keys.
+pub const WRITE_THREADS: usize = 8;
+/// Threads of W5's `random_get_2t`, each reading its share of the N keys.
+pub const READ_THREADS: usize = 2;
 /// Scans of W6.
 pub const SCANS: usize = 1_000;
 /// Items per scan of W6.
@@ -39,7 +48,10 @@ pub enum Workload {
     W3,
     /// 1,000 single-insert durable transactions.
     W4,
-    /// N random point reads of present keys, one thread.
+    /// The 1,000 single-insert durable transactions of W4 from 8 threads at once (125 each),
+    /// on disjoint keys.
+    W4c,
+    /// N random point reads of present keys, from one thread, then from 2 threads at once.
     W5,
     /// 1,000 range scans of 100 consecutive keys; one full scan.
     W6,
@@ -49,17 +61,18 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
         Workload::W4,
+        Workload::W4c,
         Workload::W5,
         Workload::W6,
         Workload::W7,
     ];
 
-    /// `"W1"`...
+    /// `"W1"`... (`"W4c"`)
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +80,7 @@ impl Workload {
             Workload::W2 => "W2",
             Workload::W3 => "W3",
             Workload::W4 => "W4",
+            Workload::W4c => "W4c",
             Workload::W5 => "W5",
             Workload::W6 => "W6",
             Workload::W7 => "W7",
@@ -117,6 +131,7 @@ impl Workload {
             Workload::W2 => run.w2(db, n, seed)?,
             Workload::W3 => run.w3(db, n, seed)?,
             Workload::W4 => run.w4(db, seed)?,
+            Workload::W4c => run.w4c(db, seed)?,
             Workload::W5 => run.w5(db, n, seed)?,
             Workload::W6 => run.w6(db, n, seed)?,
             Workload::W7 => run.w7(db, n, seed)?,
@@ -139,8 +154,19 @@ impl FromStr for Workload {
             .find(|w| w.name().eq_ignore_ascii_case(s))
         {
             Some(w) => Ok(*w),
-            None => bail!("unknown workload {s:?} (W1..W7 or all)"),
+            None => bail!("unknown workload {s:?} (W1..W7, W4c or all)"),
         }
+    }
+}
+
+/// The row that a concurrent row (`workload`, `op`) scales, and the label of their ratio:
+/// W4c's commits against W4's, W5's `random_get_2t` against `random_get`.
+#[must_use]
+pub fn baseline(workload: &str, op: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match (workload, op) {
+        ("W4c", _) => Some(("W4", "single_insert_commit", "W4c/W4")),
+        ("W5", "random_get_2t") => Some(("W5", "random_get", "2t/1t")),
+        _ => None,
     }
 }
 
@@ -153,7 +179,7 @@ pub struct Row {
     pub workload: String,
     /// The operation timed (`insert`, `read`, `range100`...).
     pub op: String,
-    /// Operations timed (items, or scans for `range100`, commits for W4).
+    /// Operations timed (items, or scans for `range100`, commits for W4 and W4c).
     pub n: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
@@ -247,8 +273,52 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Runs `f(0)`...`f(threads - 1)` on as many threads at once, started together; returns the
+/// seconds from the start until the last one is done, or the first error.
+fn parallel(threads: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<f64> {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, start) = (&f, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    f(t)
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        let results: Vec<Result<()>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
+            })
+            .collect();
+        let secs = t0.elapsed().as_secs_f64();
+        results.into_iter().collect::<Result<()>>()?;
+        Ok(secs)
+    })
+}
+
+/// Has `threads` threads hold a read transaction at the same time once, untimed, so that the
+/// engine sets up whatever it keeps per thread or per concurrent transaction (SQLite's pooled
+/// connections, LMDB's reader slots) before the timed run.
+fn warm_up(db: &dyn BenchDb, threads: usize) -> Result<()> {
+    let inside = Barrier::new(threads);
+    parallel(threads, |_| {
+        db.read(&mut |r| {
+            inside.wait();
+            r.scan(None, 1, &mut |_, _| ())?;
+            Ok(())
+        })
+    })?;
+    Ok(())
+}
+
 /// Inserts `idx` items of `data` in transactions of `batch` items.
-fn insert(db: &mut Db, data: &Data, idx: &[usize], batch: usize) -> Result<()> {
+fn insert(db: &dyn BenchDb, data: &Data, idx: &[usize], batch: usize) -> Result<()> {
     for chunk in idx.chunks(batch) {
         db.write(&mut |w| {
             for &i in chunk {
@@ -261,13 +331,13 @@ fn insert(db: &mut Db, data: &Data, idx: &[usize], batch: usize) -> Result<()> {
 }
 
 /// Inserts every item of `data` in one transaction.
-fn load(db: &mut Db, data: &Data) -> Result<()> {
+fn load(db: &dyn BenchDb, data: &Data) -> Result<()> {
     let all: Vec<usize> = (0..data.len()).collect();
     insert(db, data, &all, usize::MAX)
 }
 
 /// Checks that the items `present` are there with their values and `absent` are not.
-fn check(db: &mut Db, data: &Data, present: &[usize], absent: &[usize]) -> Result<()> {
+fn check(db: &dyn BenchDb, data: &Data, present: &[usize], absent: &[usize]) -> Result<()> {
     let mut buf = Vec::new();
     db.read(&mut |r| {
         for &i in present {
@@ -316,10 +386,10 @@ impl Run<'_> {
         dir_size(self.dir)
     }
 
-    fn w1(&mut self, mut db: Db, n: usize) -> Result<()> {
+    fn w1(&mut self, db: Db, n: usize) -> Result<()> {
         let data = Data::sop_benchmark(n);
         let all: Vec<usize> = (0..n).collect();
-        let secs = timed(|| insert(&mut db, &data, &all, usize::MAX))?;
+        let secs = timed(|| insert(&*db, &data, &all, usize::MAX))?;
         self.row("insert", n, secs, None);
 
         let mut buf = Vec::new();
@@ -352,56 +422,96 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn w2(&mut self, mut db: Db, n: usize, seed: u64) -> Result<()> {
+    fn w2(&mut self, db: Db, n: usize, seed: u64) -> Result<()> {
         let data = Data::random(n, seed);
-        let secs = timed(|| load(&mut db, &data))?;
+        let secs = timed(|| load(&*db, &data))?;
         let all: Vec<usize> = (0..n).collect();
-        check(&mut db, &data, &sample(&all), &[])?;
+        check(&*db, &data, &sample(&all), &[])?;
         let size = self.close(db)?;
         self.row("bulk_load", n, secs, Some(size));
         Ok(())
     }
 
-    fn w3(&mut self, mut db: Db, n: usize, seed: u64) -> Result<()> {
+    fn w3(&mut self, db: Db, n: usize, seed: u64) -> Result<()> {
         let data = Data::random(n, seed);
         let all: Vec<usize> = (0..n).collect();
-        let secs = timed(|| insert(&mut db, &data, &all, BATCH))?;
-        check(&mut db, &data, &sample(&all), &[])?;
+        let secs = timed(|| insert(&*db, &data, &all, BATCH))?;
+        check(&*db, &data, &sample(&all), &[])?;
         let size = self.close(db)?;
         self.row("batched_insert", n, secs, Some(size));
         Ok(())
     }
 
-    fn w4(&mut self, mut db: Db, seed: u64) -> Result<()> {
+    fn w4(&mut self, db: Db, seed: u64) -> Result<()> {
         let data = Data::random(SINGLE_COMMITS, seed);
         let all: Vec<usize> = (0..SINGLE_COMMITS).collect();
-        let secs = timed(|| insert(&mut db, &data, &all, 1))?;
-        check(&mut db, &data, &sample(&all), &[])?;
+        let secs = timed(|| insert(&*db, &data, &all, 1))?;
+        check(&*db, &data, &sample(&all), &[])?;
         self.row("single_insert_commit", SINGLE_COMMITS, secs, None);
         Ok(())
     }
 
-    fn w5(&mut self, mut db: Db, n: usize, seed: u64) -> Result<()> {
+    /// W4's commits from [`WRITE_THREADS`] threads at once: thread `t` inserts items
+    /// `t, t + 8, ...`, one durable transaction each. Afterwards every item must be there, and
+    /// nothing else.
+    fn w4c(&mut self, db: Db, seed: u64) -> Result<()> {
+        let data = Data::random(SINGLE_COMMITS, seed);
+        let all: Vec<usize> = (0..SINGLE_COMMITS).collect();
+        warm_up(&*db, WRITE_THREADS)?;
+        let secs = parallel(WRITE_THREADS, |t| {
+            let mine: Vec<usize> = all.iter().copied().skip(t).step_by(WRITE_THREADS).collect();
+            insert(&*db, &data, &mine, 1)
+        })?;
+        check(&*db, &data, &all, &[])?;
+        let mut count = 0;
+        db.read(&mut |r| {
+            count = r.scan(None, usize::MAX, &mut |_, _| ())?;
+            Ok(())
+        })?;
+        ensure!(
+            count == SINGLE_COMMITS,
+            "{count} items after {SINGLE_COMMITS} concurrent inserts"
+        );
+        self.row(
+            &format!("single_insert_commit_{WRITE_THREADS}t"),
+            SINGLE_COMMITS,
+            secs,
+            None,
+        );
+        Ok(())
+    }
+
+    /// N reads in one read transaction; then the same N reads split between [`READ_THREADS`]
+    /// threads, each in its own read transaction.
+    fn w5(&mut self, db: Db, n: usize, seed: u64) -> Result<()> {
         let data = Data::random(n, seed);
-        load(&mut db, &data)?;
+        load(&*db, &data)?;
         let order = shuffled(n, seed ^ 0x5);
-        let mut buf = Vec::new();
-        let secs = timed(|| {
+        let reads = |db: &dyn BenchDb, idx: &[usize]| {
+            let mut buf = Vec::new();
             db.read(&mut |r| {
-                for &i in &order {
+                for &i in idx {
                     ensure!(r.get(&data.keys[i], &mut buf)?, "item {i} is missing");
                     ensure!(buf.len() == VALUE_LEN, "item {i} has a wrong value");
                 }
                 Ok(())
             })
-        })?;
+        };
+        let secs = timed(|| reads(&*db, &order))?;
         self.row("random_get", n, secs, None);
+
+        warm_up(&*db, READ_THREADS)?;
+        let share = n.div_ceil(READ_THREADS);
+        let secs = parallel(READ_THREADS, |t| {
+            reads(&*db, order.chunks(share).nth(t).unwrap_or_default())
+        })?;
+        self.row(&format!("random_get_{READ_THREADS}t"), n, secs, None);
         Ok(())
     }
 
-    fn w6(&mut self, mut db: Db, n: usize, seed: u64) -> Result<()> {
+    fn w6(&mut self, db: Db, n: usize, seed: u64) -> Result<()> {
         let data = Data::random(n, seed);
-        load(&mut db, &data)?;
+        load(&*db, &data)?;
         let mut sorted = data.keys.clone();
         sorted.sort();
         // Scans start at random present keys with at least SCAN_LEN items from there on.
@@ -435,9 +545,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn w7(&mut self, mut db: Db, n: usize, seed: u64) -> Result<()> {
+    fn w7(&mut self, db: Db, n: usize, seed: u64) -> Result<()> {
         let data = Data::random(n, seed);
-        load(&mut db, &data)?;
+        load(&*db, &data)?;
         let order = shuffled(n, seed ^ 0x7);
         let (gone, kept) = order.split_at(n / 2);
         let secs = timed(|| {
@@ -451,7 +561,7 @@ impl Run<'_> {
             }
             Ok(())
         })?;
-        check(&mut db, &data, &sample(kept), &sample(gone))?;
+        check(&*db, &data, &sample(kept), &sample(gone))?;
         let size = self.close(db)?;
         self.row("random_remove", gone.len(), secs, Some(size));
         Ok(())

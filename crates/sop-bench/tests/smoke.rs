@@ -1,6 +1,7 @@
 //! Every workload runs on every built-in engine at a small N and reports sensible rows.
 
 use anyhow::Result;
+use sop_bench::workloads::{SINGLE_COMMITS, baseline};
 use sop_bench::{EngineConfig, Workload, engines};
 
 #[test]
@@ -25,6 +26,18 @@ fn all_workloads_on_built_in_engines() -> Result<()> {
             if matches!(w, Workload::W2 | Workload::W7) {
                 assert!(rows.iter().all(|r| r.bytes_on_disk.is_some_and(|b| b > 0)));
             }
+            let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
+            match w {
+                Workload::W4c => {
+                    assert_eq!(ops, ["single_insert_commit_8t"], "{engine}");
+                    assert_eq!(rows[0].n, SINGLE_COMMITS as u64);
+                }
+                Workload::W5 => {
+                    assert_eq!(ops, ["random_get", "random_get_2t"], "{engine}");
+                    assert!(rows.iter().all(|r| r.n == 500));
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -32,7 +45,16 @@ fn all_workloads_on_built_in_engines() -> Result<()> {
 
 #[test]
 fn parses_workload_lists_and_rejects_unknown_engines() -> Result<()> {
-    assert_eq!(Workload::parse_list("all")?.len(), 7);
+    assert_eq!(Workload::parse_list("all")?.len(), 8);
+    assert_eq!(
+        Workload::parse_list("W4,w4c,W5")?,
+        vec![Workload::W4, Workload::W4c, Workload::W5]
+    );
+    assert_eq!(
+        baseline("W4c", "single_insert_commit_8t"),
+        Some(("W4", "single_insert_commit", "W4c/W4"))
+    );
+    assert_eq!(baseline("W5", "random_get"), None);
     assert_eq!(
         Workload::parse_list("w3, W1,W3")?,
         vec![Workload::W1, Workload::W3]

@@ -53,6 +53,9 @@ pub struct DatabaseOptions {
     pub checkpoint_bytes: u64,
     /// Create the folder and the database when missing.
     pub create_if_missing: bool,
+    /// Write a checkpoint and reclaim log space when the last handle is dropped (a clean
+    /// close, so the next open replays nothing).
+    pub checkpoint_on_close: bool,
 }
 
 impl Default for DatabaseOptions {
@@ -63,9 +66,10 @@ impl Default for DatabaseOptions {
             node_cache_bytes: 256 << 20,
             durability: Durability::Immediate,
             direct_io: false,
-            segment_bytes: 64 << 20,
-            checkpoint_bytes: 128 << 20,
+            segment_bytes: 16 << 20,
+            checkpoint_bytes: 32 << 20,
             create_if_missing: true,
+            checkpoint_on_close: true,
         }
     }
 }

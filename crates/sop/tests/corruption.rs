@@ -197,11 +197,16 @@ impl Golden {
 }
 
 fn options(layout: Layout, path: &Path) -> DatabaseOptions {
+    // No checkpoint at close: each layout places its checkpoint (or none) itself.
+    let base = DatabaseOptions {
+        checkpoint_on_close: false,
+        ..DatabaseOptions::new(path)
+    };
     match layout {
-        Layout::Small | Layout::SmallCheckpoint => DatabaseOptions::new(path),
+        Layout::Small | Layout::SmallCheckpoint => base,
         Layout::Multi | Layout::MultiCheckpoint => DatabaseOptions {
             segment_bytes: 1 << 16,
-            ..DatabaseOptions::new(path)
+            ..base
         },
     }
 }

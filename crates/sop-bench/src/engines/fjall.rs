@@ -1,5 +1,6 @@
 //! fjall 3: one keyspace; a write transaction is a `WriteBatch`, committed with
-//! `PersistMode::SyncAll` when durable; a read transaction is a snapshot.
+//! `PersistMode::SyncAll` when durable; a read transaction is a snapshot. Threads share the
+//! `Database` and keyspace.
 
 use std::path::Path;
 
@@ -95,7 +96,7 @@ impl BenchDb for FjallDb {
         "fjall"
     }
 
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()> {
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()> {
         let mode = if self.sync {
             PersistMode::SyncAll
         } else {
@@ -110,7 +111,7 @@ impl BenchDb for FjallDb {
         Ok(())
     }
 
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()> {
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()> {
         body(&mut FjallReader {
             ks: &self.ks,
             snap: self.db.snapshot(),

@@ -1,4 +1,5 @@
-//! LMDB through heed: one unnamed database of byte keys and values.
+//! LMDB through heed: one unnamed database of byte keys and values. Threads share the `Env`;
+//! its write transactions wait for one another, and each thread reads in its own transaction.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -94,7 +95,7 @@ impl BenchDb for LmdbDb {
         "lmdb"
     }
 
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()> {
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()> {
         let mut txn = self.env.write_txn()?;
         body(&mut LmdbWriter {
             db: self.db,
@@ -104,7 +105,7 @@ impl BenchDb for LmdbDb {
         Ok(())
     }
 
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()> {
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()> {
         let txn = self.env.read_txn()?;
         body(&mut LmdbReader {
             db: self.db,

@@ -1,4 +1,5 @@
-//! redb 4: one table of byte keys and values in one file.
+//! redb 4: one table of byte keys and values in one file. Threads share the `Database`; its
+//! write transactions wait for one another.
 
 use std::path::Path;
 
@@ -73,7 +74,7 @@ impl Reader for RedbReader<'_> {
 impl BenchDb for RedbDb {
     fn open(path: &Path, cfg: &EngineConfig) -> Result<Self> {
         let db = Database::create(path.join("bench.redb"))?;
-        let mut me = RedbDb { db, sync: cfg.sync };
+        let me = RedbDb { db, sync: cfg.sync };
         // Create the table so that readers find it.
         me.write(&mut |_| Ok(()))?;
         Ok(me)
@@ -83,7 +84,7 @@ impl BenchDb for RedbDb {
         "redb"
     }
 
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()> {
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(if self.sync {
             Durability::Immediate
@@ -98,7 +99,7 @@ impl BenchDb for RedbDb {
         Ok(())
     }
 
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()> {
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(TABLE)?;
         body(&mut RedbReader { table: &table })

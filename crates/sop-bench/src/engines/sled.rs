@@ -1,5 +1,6 @@
 //! sled 0.34: the default tree; a write transaction is an atomic `Batch`, followed by a
-//! `flush` (fsync) when durable. sled has no read snapshot: reads go to the tree.
+//! `flush` (fsync) when durable. sled has no read snapshot: reads go to the tree. Threads share
+//! the `Db`.
 
 use std::path::Path;
 
@@ -77,7 +78,7 @@ impl BenchDb for SledDb {
         "sled"
     }
 
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()> {
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()> {
         let mut w = SledWriter {
             batch: Batch::default(),
         };
@@ -89,7 +90,7 @@ impl BenchDb for SledDb {
         Ok(())
     }
 
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()> {
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()> {
         body(&mut SledReader { db: &self.db })
     }
 }

@@ -1,10 +1,17 @@
 //! SQLite through rusqlite (bundled): one `WITHOUT ROWID` table, WAL journal,
 //! `synchronous=FULL` when durable (`OFF` with `--no-sync`).
+//!
+//! A `Connection` is not `Sync`, so the adapter keeps a pool of them: each transaction takes an
+//! idle connection (opening one when none is idle) and gives it back, so that threads running
+//! at once each have their own. Writes begin with `BEGIN IMMEDIATE` and connections wait for
+//! the write lock (`busy_timeout`) instead of failing with `SQLITE_BUSY`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::Result;
-use rusqlite::{CachedStatement, Connection, params};
+use rusqlite::{CachedStatement, Connection, TransactionBehavior, params};
 
 use crate::{BenchDb, EngineConfig, ReadFn, Reader, WriteFn, Writer};
 
@@ -13,10 +20,45 @@ const DELETE: &str = "DELETE FROM kv WHERE k = ?1";
 const GET: &str = "SELECT v FROM kv WHERE k = ?1";
 const SCAN: &str = "SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k LIMIT ?2";
 
-/// A SQLite database with one key/value table.
+/// How long a connection waits for another one's lock before `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A SQLite database with one key/value table, and a pool of connections to it.
 #[derive(Debug)]
 pub struct SqliteDb {
-    conn: Connection,
+    file: PathBuf,
+    sync: bool,
+    /// Connections not in use by a transaction.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteDb {
+    /// A new connection to the database file, set up for the benchmark.
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.file)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", if self.sync { "FULL" } else { "OFF" })?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (a new one when none is idle), then gives it back.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let r = f(&mut conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        r
+    }
 }
 
 struct SqliteWriter<'a> {
@@ -75,42 +117,54 @@ impl Reader for SqliteReader<'_> {
 
 impl BenchDb for SqliteDb {
     fn open(path: &Path, cfg: &EngineConfig) -> Result<Self> {
-        let conn = Connection::open(path.join("bench.sqlite"))?;
+        let db = SqliteDb {
+            file: path.join("bench.sqlite"),
+            sync: cfg.sync,
+            idle: Mutex::new(Vec::new()),
+        };
+        let conn = db.connect()?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", if cfg.sync { "FULL" } else { "OFF" })?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID",
         )?;
-        Ok(SqliteDb { conn })
+        db.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        Ok(db)
     }
 
     fn name(&self) -> &'static str {
         "sqlite"
     }
 
-    fn write(&mut self, body: &mut WriteFn<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut w = SqliteWriter {
-                insert: tx.prepare_cached(INSERT)?,
-                delete: tx.prepare_cached(DELETE)?,
-            };
-            body(&mut w)?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn write(&self, body: &mut WriteFn<'_>) -> Result<()> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut w = SqliteWriter {
+                    insert: tx.prepare_cached(INSERT)?,
+                    delete: tx.prepare_cached(DELETE)?,
+                };
+                body(&mut w)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
-    fn read(&mut self, body: &mut ReadFn<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut r = SqliteReader {
-                get: tx.prepare_cached(GET)?,
-                scan: tx.prepare_cached(SCAN)?,
-            };
-            body(&mut r)?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn read(&self, body: &mut ReadFn<'_>) -> Result<()> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut r = SqliteReader {
+                    get: tx.prepare_cached(GET)?,
+                    scan: tx.prepare_cached(SCAN)?,
+                };
+                body(&mut r)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 }

@@ -277,6 +277,28 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    /// A clean close: checkpoint (so the next open replays nothing) and reclaim the log
+    /// segments nothing needs. Best effort: the log already holds every commit.
+    fn drop(&mut self) {
+        let Ok(mut ctx) = self.commit.lock() else {
+            return;
+        };
+        let ctx = &mut *ctx;
+        if !self.opts.checkpoint_on_close || ctx.writer.since_checkpoint == 0 {
+            return;
+        }
+        let state = Arc::clone(&ctx.latest);
+        if ctx
+            .space
+            .checkpoint(self, &mut ctx.writer, &state, &ctx.in_doubt)
+            .is_ok()
+        {
+            let _ = ctx.space.collect(self, &ctx.writer);
+        }
+    }
+}
+
 /// An open database. Cheap to clone; `Send + Sync`; closed when the last clone is dropped.
 ///
 /// ```
