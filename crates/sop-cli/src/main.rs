@@ -1,32 +1,61 @@
-//! The `sop` command line.
+//! The `sop` command line: create, inspect, query, load, verify and benchmark SOP databases.
+//!
+//! `main.rs` parses the arguments (clap) and dispatches to one module per command group under
+//! `commands/`; `output.rs` prints tables, text and JSON lines; `codec.rs` maps keys and values
+//! between the command line and the bytes of a store.
+
+mod codec;
+mod commands;
+mod output;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
-use sop::{Database, DatabaseOptions, StoreOptions, TransactionMode};
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Out;
 
 #[derive(Parser)]
 #[command(
     name = "sop",
     version,
-    about = "Embedded transactional B-tree storage engine: tools"
+    about = "Embedded transactional B-tree storage engine: tools",
+    long_about = "Embedded transactional B-tree storage engine: tools.\n\n\
+        Stores created here hold String keys and String values. Logs go to stderr; \
+        set RUST_LOG (e.g. RUST_LOG=debug) for more."
 )]
 struct Cli {
-    /// Database folder.
-    #[arg(long, global = true, default_value = "./sop-data")]
-    db: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// Options shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Database folder.
+    #[arg(long, global = true, default_value = "./sop-data")]
+    pub db: PathBuf,
+    /// Machine output: one JSON object per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// How keys and values on the command line map to the store's bytes.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct KeyOpts {
+    /// Treat keys and values as the raw stored bytes, whatever the store's types.
+    #[arg(long)]
+    pub raw: bool,
+    /// Keys and values on the command line are given in hex.
+    #[arg(long)]
+    pub hex: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Create a standalone database, write, read, scan and print what happened.
+    /// Create a database, write, read, scan and delete, and print what happened.
     Demo {
         /// Folder for the demo database.
         #[arg(default_value = "./sop-demo")]
@@ -35,227 +64,132 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         n: u64,
     },
-    /// List the stores.
+    /// Create a new database in --db.
+    Init(commands::admin::InitArgs),
+    /// List the stores, with their item counts and types.
     Stores,
-    /// Show a store's options and item count.
-    Info { store: String },
-    /// Print the value of a key (stores of string keys and values).
-    Get { store: String, key: String },
-    /// Set a key to a value (creates the store if needed).
-    Put {
+    /// Show a store's options and item count (without STORE: the database's).
+    Info {
+        /// Store name.
+        store: Option<String>,
+    },
+    /// Print the value of a key.
+    Get {
+        /// Store name.
         store: String,
+        /// Key (for stores with non-string keys: JSON, e.g. `42` or `["a",1]`).
         key: String,
-        value: String,
+        #[command(flatten)]
+        k: KeyOpts,
     },
-    /// Remove a key.
-    Del { store: String, key: String },
-    /// Print items in key order.
-    Scan {
+    /// Set a key to a value (creates a String/String store if needed).
+    Put {
+        /// Store name.
         store: String,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        reverse: bool,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+        #[command(flatten)]
+        k: KeyOpts,
     },
+    /// Remove a key (non-zero exit status when it is not there).
+    Del {
+        /// Store name.
+        store: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        k: KeyOpts,
+    },
+    /// Print items in key order.
+    Scan(commands::data::ScanArgs),
+    /// Load JSON lines `{"key": ..., "value": ...}` from FILE (`-`: stdin) into a store.
+    Import(commands::transfer::ImportArgs),
+    /// Write a store's items to FILE (`-`: stdout) as JSON lines `{"key": ..., "value": ...}`.
+    Export(commands::transfer::ExportArgs),
     /// Read every structure and check every checksum; non-zero exit status on any problem.
     Verify,
+    /// Write a checkpoint now (shortens recovery, lets old log segments be deleted).
+    Checkpoint,
+    /// List prepared transactions whose two-phase-commit decision was lost.
+    InDoubt,
+    /// Commit or abort an in-doubt transaction.
+    Resolve(commands::txn::ResolveArgs),
+    /// Run the benchmark workloads (sop-bench) against SOP and its peers.
+    Bench(commands::bench::BenchArgs),
 }
 
-fn open_existing(path: &PathBuf) -> Result<Database> {
-    let opts = DatabaseOptions {
-        create_if_missing: false,
-        ..DatabaseOptions::new(path)
-    };
-    Database::open(opts).with_context(|| format!("opening {}", path.display()))
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use commands::{admin, bench, data, demo, transfer, txn};
+    let g = &cli.global;
+    let out = Out { json: g.json };
+    tracing::debug!(db = %g.db.display(), "starting");
     match cli.cmd {
-        Cmd::Demo { dir, n } => demo(&dir, n, cli.json),
-        Cmd::Stores => {
-            let db = open_existing(&cli.db)?;
-            for s in db.store_names()? {
-                println!("{s}");
-            }
-            Ok(())
-        }
-        Cmd::Info { store } => {
-            let db = open_existing(&cli.db)?;
-            let tx = db.begin(TransactionMode::ForReading)?;
-            let info = tx.store_info(&store)?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"name": info.name, "count": info.count, "options": info.options_json()})
-                );
-            } else {
-                println!(
-                    "store {}: {} items, options {:?}",
-                    info.name, info.count, info.options
-                );
-            }
-            Ok(())
-        }
-        Cmd::Get { store, key } => {
-            let db = open_existing(&cli.db)?;
-            let tx = db.begin(TransactionMode::ForReading)?;
-            let s = tx.open_btree::<String, String>(&store)?;
-            match s.get(&key)? {
-                Some(v) => println!("{v}"),
-                None => bail!("key {key:?} not found in {store}"),
-            }
-            Ok(())
-        }
-        Cmd::Put { store, key, value } => {
-            let db = Database::open(DatabaseOptions::new(&cli.db))?;
-            let tx = db.begin(TransactionMode::ForWriting)?;
-            let s = tx.new_btree::<String, String>(&store, StoreOptions::default())?;
-            s.upsert(&key, &value)?;
-            tx.commit()?;
-            Ok(())
-        }
-        Cmd::Del { store, key } => {
-            let db = open_existing(&cli.db)?;
-            let tx = db.begin(TransactionMode::ForWriting)?;
-            let s = tx.open_btree::<String, String>(&store)?;
-            if !s.remove(&key)? {
-                bail!("key {key:?} not found in {store}");
-            }
-            tx.commit()?;
-            Ok(())
-        }
-        Cmd::Scan {
+        Cmd::Demo { dir, n } => demo::run(&dir, n, out),
+        Cmd::Init(a) => admin::init(g, &a, out),
+        Cmd::Stores => admin::stores(g, out),
+        Cmd::Info { store } => admin::info(g, store.as_deref(), out),
+        Cmd::Verify => admin::verify(g, out),
+        Cmd::Checkpoint => admin::checkpoint(g, out),
+        Cmd::Get { store, key, k } => data::get(g, &store, &key, k, out),
+        Cmd::Put {
             store,
-            from,
-            to,
-            reverse,
-            limit,
-        } => {
-            let db = open_existing(&cli.db)?;
-            let tx = db.begin(TransactionMode::ForReading)?;
-            let s = tx.open_btree::<String, String>(&store)?;
-            use std::ops::Bound;
-            let lo = from.map_or(Bound::Unbounded, Bound::Included);
-            let hi = to.map_or(Bound::Unbounded, Bound::Excluded);
-            let range = s.range((lo, hi));
-            let items: Box<dyn Iterator<Item = sop::Result<sop::StoreItem<String, String>>>> =
-                if reverse {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
-            for item in items.take(limit) {
-                let item = item?;
-                if cli.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"key": item.key, "value": item.value})
-                    );
-                } else {
-                    println!("{}\t{}", item.key, item.value);
-                }
+            key,
+            value,
+            k,
+        } => data::put(g, &store, &key, &value, k, out),
+        Cmd::Del { store, key, k } => data::del(g, &store, &key, k, out),
+        Cmd::Scan(a) => data::scan(g, &a, out),
+        Cmd::Import(a) => transfer::import(g, &a, out),
+        Cmd::Export(a) => transfer::export(g, &a, out),
+        Cmd::InDoubt => txn::in_doubt(g, out),
+        Cmd::Resolve(a) => txn::resolve(g, &a, out),
+        Cmd::Bench(a) => bench::run(&a, out),
+    }
+}
+
+/// True when the error is a closed stdout (e.g. `sop scan s | head`): not worth reporting.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                let _ = Out { json }.json_line(&serde_json::json!({ "error": format!("{e:#}") }));
             }
-            Ok(())
-        }
-        Cmd::Verify => {
-            let db = open_existing(&cli.db)?;
-            let r = db.verify()?;
-            println!(
-                "{} stores, {} items, {} nodes, {} blobs, {} segments, {} records",
-                r.stores, r.items, r.nodes, r.blobs, r.segments, r.records
-            );
-            for p in &r.problems {
-                println!("PROBLEM: {p}");
-            }
-            if !r.is_ok() {
-                std::process::exit(1);
-            }
-            println!("ok");
-            Ok(())
+            eprintln!("sop: error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn demo(dir: &PathBuf, n: u64, json: bool) -> Result<()> {
-    let db = Database::open(DatabaseOptions::new(dir))?;
-    println!("opened standalone database in {}", dir.display());
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
 
-    let t = Instant::now();
-    let tx = db.begin(TransactionMode::ForWriting)?;
-    let people = tx.new_btree::<(String, u32), String>("people", StoreOptions::default())?;
-    for i in 0..n {
-        people.upsert(
-            &(format!("user{:07}", i), (i % 97) as u32),
-            &format!("value of user {i}"),
-        )?;
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
-    tx.commit()?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "wrote {n} items in one transaction: {secs:.3}s ({:.0} items/s)",
-        n as f64 / secs
-    );
-
-    let t = Instant::now();
-    let tx = db.begin(TransactionMode::ForReading)?;
-    let people = tx.open_btree::<(String, u32), String>("people")?;
-    let mut found = 0u64;
-    for i in (0..n).step_by(7) {
-        if people
-            .get(&(format!("user{:07}", i), (i % 97) as u32))?
-            .is_some()
-        {
-            found += 1;
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    println!("read {found} items by key: {secs:.3}s");
-
-    let lo = ("user0000100".to_string(), 0);
-    let hi = ("user0000105".to_string(), 0);
-    println!("scan from {lo:?} to {hi:?}:");
-    for item in people.range(lo..hi) {
-        let item = item?;
-        println!("  {:?} => {}", item.key, item.value);
-    }
-    people.last()?;
-    if let Some((k, _)) = people.current_key()? {
-        println!("last key: {k:?}, count: {}", people.count()?);
-    }
-    drop(people);
-    tx.commit()?;
-
-    let t = Instant::now();
-    for i in 0..10u64 {
-        let tx = db.begin(TransactionMode::ForWriting)?;
-        let people = tx.open_btree::<(String, u32), String>("people")?;
-        people.remove(&(format!("user{:07}", i), (i % 97) as u32))?;
-        tx.commit()?;
-    }
-    println!(
-        "10 durable single-delete transactions: {:.3}s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let r = db.verify()?;
-    println!(
-        "verify: {} stores, {} items, {} nodes, {} records, {} problems",
-        r.stores,
-        r.items,
-        r.nodes,
-        r.records,
-        r.problems.len()
-    );
-    if json {
-        println!("{}", serde_json::json!({"items": r.items, "ok": r.is_ok()}));
-    }
-    if !r.is_ok() {
-        bail!("verify found problems: {:?}", r.problems);
-    }
-    Ok(())
 }

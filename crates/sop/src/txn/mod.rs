@@ -166,6 +166,7 @@ impl TxnState {
             shape,
             dirty: FastMap::default(),
             freed: Vec::new(),
+            originals: FastMap::default(),
             freed_blobs: Vec::new(),
             access: Access::default(),
             new_blobs: FastMap::default(),
@@ -214,6 +215,7 @@ impl TxnState {
                     shape,
                     dirty: FastMap::default(),
                     freed: Vec::new(),
+                    originals: FastMap::default(),
                     freed_blobs: Vec::new(),
                     access: Access::default(),
                     new_blobs: FastMap::default(),
@@ -480,11 +482,24 @@ impl Transaction {
             Err(e) => return Err(e),
         };
         st.mods.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = Arc::clone(&st.shared);
         if let Some(ts) = st.stores.get_mut(&id) {
             ts.dropped = true;
             ts.dirty.clear();
-            ts.new_blobs.clear();
+            ts.originals.clear();
             ts.changes += 1;
+            // Values written ahead for this store will never be referenced.
+            let held: Vec<u32> = ts
+                .new_blobs
+                .drain()
+                .map(|(_, nb)| nb.entry.loc.seg)
+                .collect();
+            if !held.is_empty() {
+                let mut ctx = shared.commit_lock()?;
+                for seg in held {
+                    ctx.space.release(seg);
+                }
+            }
         }
         Ok(true)
     }

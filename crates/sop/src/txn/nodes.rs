@@ -41,6 +41,9 @@ pub(crate) struct TxnStore {
     pub dirty: FastMap<LogicalId, Dirty>,
     /// Committed nodes this transaction frees.
     pub freed: Vec<LogicalId>,
+    /// The committed versions of the nodes this transaction changed or freed (what its item
+    /// changes are computed against when it must merge).
+    pub originals: FastMap<LogicalId, Arc<Node>>,
     /// Committed value blobs this transaction frees.
     pub freed_blobs: Vec<LogicalId>,
     /// Item-level reads and writes (`ForWriting`).
@@ -170,6 +173,7 @@ impl NodeStore for TxnNodes<'_> {
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         if !self.store.dirty.contains_key(&id) {
             let (node, base) = self.committed(id)?;
+            self.store.originals.insert(id, Arc::clone(&node));
             self.store.dirty.insert(id, Dirty { node, base });
         }
         self.store.changes += 1;
@@ -196,6 +200,12 @@ impl NodeStore for TxnNodes<'_> {
 
     fn free(&mut self, id: LogicalId) {
         self.store.changes += 1;
+        if !self.store.originals.contains_key(&id)
+            && !self.store.dirty.get(&id).is_some_and(|d| d.base == 0)
+            && let Ok((node, _)) = self.committed(id)
+        {
+            self.store.originals.insert(id, node);
+        }
         match self.store.dirty.remove(&id) {
             Some(d) if d.base == 0 => {}
             _ => self.store.freed.push(id),

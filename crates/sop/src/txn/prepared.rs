@@ -50,7 +50,11 @@ pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result
         .map(|(id, _)| *id)
         .chain(ts.freed.iter().copied());
     for id in touched {
-        if let Node::Leaf(items) = &*load_node(shared, snapshot, sid, id)?.0 {
+        let node = match ts.originals.get(&id) {
+            Some(n) => Arc::clone(n),
+            None => load_node(shared, snapshot, sid, id)?.0,
+        };
+        if let Node::Leaf(items) = &*node {
             old.extend(items.iter().map(|i| (i.id, i.clone())));
         }
     }
@@ -182,6 +186,7 @@ pub(crate) fn replay(
     let delta = ts.meta.count as i128 - base.count as i128;
     ts.dirty.clear();
     ts.freed.clear();
+    ts.originals.clear();
     ts.meta.root = now.root;
     ts.meta.count = (now.count as i128 + delta).max(0) as u64;
     ts.base = Some(now);
