@@ -201,7 +201,7 @@ impl NodeStore for TxnNodes<'_> {
     fn free(&mut self, id: LogicalId) {
         self.store.changes += 1;
         if !self.store.originals.contains_key(&id)
-            && !self.store.dirty.get(&id).is_some_and(|d| d.base == 0)
+            && self.store.dirty.get(&id).is_none_or(|d| d.base != 0)
             && let Ok((node, _)) = self.committed(id)
         {
             self.store.originals.insert(id, node);
