@@ -1,0 +1,404 @@
+//! `NativeBtree`: one store opened in one transaction, with its cursor. Python objects are
+//! encoded while attached to the interpreter; the engine work runs detached (GIL released).
+
+use std::ops::Bound as RangeBound;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use sop::{RawBtree, RawItem, RawRange};
+
+use crate::codec::{self, KeySpec};
+use crate::errors::btree_err;
+
+/// The item shape handed to Python: (key, value, id).
+type PyItem = (Py<PyAny>, Py<PyAny>, String);
+
+/// A store handle bound to a transaction.
+#[pyclass(module = "sop._sop", frozen)]
+pub struct NativeBtree {
+    raw: Arc<RawBtree>,
+    spec: KeySpec,
+    name: String,
+}
+
+/// A write operation of a batch.
+#[derive(Clone, Copy)]
+enum WriteOp {
+    Add,
+    AddIfNotExists,
+    Upsert,
+    Update,
+}
+
+fn engine<T>(r: sop::Result<T>) -> PyResult<T> {
+    r.map_err(|e| btree_err(&e))
+}
+
+impl NativeBtree {
+    pub fn new(raw: RawBtree, spec: KeySpec, name: String) -> Self {
+        NativeBtree {
+            raw: Arc::new(raw),
+            spec,
+            name,
+        }
+    }
+
+    fn item(&self, py: Python<'_>, it: &RawItem, with_value: bool) -> PyResult<PyItem> {
+        let key = codec::decode_key(py, &self.spec, &it.key, Some(&it.value))?;
+        let value = if with_value {
+            codec::decode_value(py, &it.value)?
+        } else {
+            py.None()
+        };
+        Ok((key, value, codec::id_to_str(it.id)))
+    }
+
+    fn key_only(&self, py: Python<'_>, key: &[u8], id: u128) -> PyResult<PyItem> {
+        let key = codec::decode_key(py, &self.spec, key, None)?;
+        Ok((key, py.None(), codec::id_to_str(id)))
+    }
+
+    /// Items from the cursor (read while detached).
+    fn read_current(&self, with_value: bool) -> sop::Result<Option<Cur>> {
+        if with_value || self.spec.composite() {
+            Ok(self.raw.current_item()?.map(Cur::Item))
+        } else {
+            Ok(self.raw.current_key()?.map(|(k, id)| Cur::Key(k, id)))
+        }
+    }
+
+    fn to_py(&self, py: Python<'_>, c: &Cur, with_value: bool) -> PyResult<PyItem> {
+        match c {
+            Cur::Item(it) => self.item(py, it, with_value),
+            Cur::Key(k, id) => self.key_only(py, k, *id),
+        }
+    }
+
+    fn write(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Py<PyAny>, Py<PyAny>)>,
+        op: WriteOp,
+    ) -> PyResult<bool> {
+        let mut enc = Vec::with_capacity(items.len());
+        for (k, v) in &items {
+            let k = k.bind(py);
+            enc.push((
+                codec::encode_key(&self.spec, k, false)?,
+                codec::encode_stored(&self.spec, k, v.bind(py))?,
+            ));
+        }
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || {
+            let mut all = true;
+            for (k, v) in &enc {
+                let ok = match op {
+                    WriteOp::Add => raw.add(k, v)?,
+                    WriteOp::AddIfNotExists => raw.add_if_not_exist(k, v)?,
+                    WriteOp::Upsert => raw.upsert(k, v)?,
+                    WriteOp::Update => raw.update(k, v)?,
+                };
+                all &= ok;
+            }
+            Ok(all)
+        }))
+    }
+
+    fn enc(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+        codec::encode_key(&self.spec, key, false)
+    }
+}
+
+enum Cur {
+    Item(RawItem),
+    Key(Vec<u8>, u128),
+}
+
+#[pymethods]
+impl NativeBtree {
+    /// The store's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for stores with dict keys.
+    #[getter]
+    fn composite(&self) -> bool {
+        self.spec.composite()
+    }
+
+    /// Adds items; false when any key exists (unique store). Others stay added.
+    fn add(&self, py: Python<'_>, items: Vec<(Py<PyAny>, Py<PyAny>)>) -> PyResult<bool> {
+        self.write(py, items, WriteOp::Add)
+    }
+
+    /// Adds items whose key is absent; false when any existed.
+    fn add_if_not_exists(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Py<PyAny>, Py<PyAny>)>,
+    ) -> PyResult<bool> {
+        self.write(py, items, WriteOp::AddIfNotExists)
+    }
+
+    /// Adds or replaces items.
+    fn upsert(&self, py: Python<'_>, items: Vec<(Py<PyAny>, Py<PyAny>)>) -> PyResult<bool> {
+        self.write(py, items, WriteOp::Upsert)
+    }
+
+    /// Replaces the values of existing items; false when any key is missing.
+    fn update(&self, py: Python<'_>, items: Vec<(Py<PyAny>, Py<PyAny>)>) -> PyResult<bool> {
+        self.write(py, items, WriteOp::Update)
+    }
+
+    /// Removes items by key; false when any key is missing (the others are removed).
+    fn remove(&self, py: Python<'_>, keys: Vec<Py<PyAny>>) -> PyResult<bool> {
+        let enc = keys
+            .iter()
+            .map(|k| self.enc(k.bind(py)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || {
+            let mut all = true;
+            for k in &enc {
+                all &= raw.remove(k)?;
+            }
+            Ok(all)
+        }))
+    }
+
+    /// Positions the cursor at `key` (or the next greater item / the last item).
+    #[pyo3(signature = (key, first_item_with_key = false))]
+    fn find(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        first_item_with_key: bool,
+    ) -> PyResult<bool> {
+        let k = self.enc(key)?;
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.find(&k, first_item_with_key)))
+    }
+
+    /// Positions the cursor at the item with `key` and `id`.
+    fn find_with_id(&self, py: Python<'_>, key: &Bound<'_, PyAny>, id: &str) -> PyResult<bool> {
+        let k = self.enc(key)?;
+        let id = codec::id_from_str(id)?;
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.find_with_id(&k, id)))
+    }
+
+    fn first(&self, py: Python<'_>) -> PyResult<bool> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.first()))
+    }
+
+    fn last(&self, py: Python<'_>) -> PyResult<bool> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.last()))
+    }
+
+    fn next(&self, py: Python<'_>) -> PyResult<bool> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.next()))
+    }
+
+    fn previous(&self, py: Python<'_>) -> PyResult<bool> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.previous()))
+    }
+
+    /// The item under the cursor as (key, value, id), or None.
+    #[pyo3(signature = (with_value = true))]
+    fn current(&self, py: Python<'_>, with_value: bool) -> PyResult<Option<PyItem>> {
+        let c = engine(py.detach(|| self.read_current(with_value)))?;
+        c.map(|c| self.to_py(py, &c, with_value)).transpose()
+    }
+
+    /// A page of items from the cursor, advancing it. A cursor that is off the ends starts
+    /// at the first (forward) or last (backward) item, so paging wraps around.
+    fn page(
+        &self,
+        py: Python<'_>,
+        count: usize,
+        skip: usize,
+        backward: bool,
+        with_values: bool,
+    ) -> PyResult<Vec<PyItem>> {
+        let got = engine(py.detach(|| -> sop::Result<Vec<Cur>> {
+            let raw = &self.raw;
+            let step = || if backward { raw.previous() } else { raw.next() };
+            let mut out = Vec::new();
+            if raw.current_key()?.is_none() {
+                let any = if backward { raw.last()? } else { raw.first()? };
+                if !any {
+                    return Ok(out);
+                }
+            }
+            for _ in 0..skip {
+                if !step()? {
+                    return Ok(out);
+                }
+            }
+            while out.len() < count {
+                match self.read_current(with_values)? {
+                    Some(c) => out.push(c),
+                    None => break,
+                }
+                if !step()? {
+                    break;
+                }
+            }
+            Ok(out)
+        }))?;
+        got.iter().map(|c| self.to_py(py, c, with_values)).collect()
+    }
+
+    /// Point lookups: for each (key, id or None) the found item, or None.
+    fn get_values(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Py<PyAny>, Option<String>)>,
+    ) -> PyResult<Vec<Option<PyItem>>> {
+        let mut enc = Vec::with_capacity(items.len());
+        for (k, id) in &items {
+            let id = match id.as_deref() {
+                Some(s) => {
+                    let id = codec::id_from_str(s)?;
+                    (id != 0).then_some(id)
+                }
+                None => None,
+            };
+            enc.push((self.enc(k.bind(py))?, id));
+        }
+        let got = engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
+            let mut out = Vec::with_capacity(enc.len());
+            for (k, id) in &enc {
+                let found = match id {
+                    Some(id) => self.raw.find_with_id(k, *id)?,
+                    None => self.raw.find(k, true)?,
+                };
+                out.push(if found {
+                    self.raw.current_item()?
+                } else {
+                    None
+                });
+            }
+            Ok(out)
+        }))?;
+        got.iter()
+            .map(|o| o.as_ref().map(|it| self.item(py, it, true)).transpose())
+            .collect()
+    }
+
+    /// (found, value) of the first item with `key`; does not move the cursor.
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<(bool, Py<PyAny>)> {
+        let k = self.enc(key)?;
+        let raw = Arc::clone(&self.raw);
+        match engine(py.detach(move || raw.get(&k)))? {
+            Some(v) => Ok((true, codec::decode_value(py, &v)?)),
+            None => Ok((false, py.None())),
+        }
+    }
+
+    fn contains(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = self.enc(key)?;
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.contains_key(&k)))
+    }
+
+    fn count(&self, py: Python<'_>) -> PyResult<u64> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.count()))
+    }
+
+    fn is_unique(&self, py: Python<'_>) -> PyResult<bool> {
+        let raw = Arc::clone(&self.raw);
+        engine(py.detach(move || raw.is_unique()))
+    }
+
+    /// (name, options as JSON text, count).
+    fn info(&self, py: Python<'_>) -> PyResult<(String, String, u64)> {
+        let raw = Arc::clone(&self.raw);
+        let info = engine(py.detach(move || raw.info()))?;
+        Ok((
+            info.name.clone(),
+            info.options_json().to_string(),
+            info.count,
+        ))
+    }
+
+    /// Items with `lo <= key < hi` (None: unbounded), lazily, optionally in reverse.
+    #[pyo3(signature = (lo = None, hi = None, reverse = false))]
+    fn range(
+        &self,
+        lo: Option<&Bound<'_, PyAny>>,
+        hi: Option<&Bound<'_, PyAny>>,
+        reverse: bool,
+    ) -> PyResult<NativeRange> {
+        let lo = match lo {
+            Some(k) => RangeBound::Included(codec::encode_key(&self.spec, k, true)?),
+            None => RangeBound::Unbounded,
+        };
+        let hi = match hi {
+            Some(k) => RangeBound::Excluded(codec::encode_key(&self.spec, k, true)?),
+            None => RangeBound::Unbounded,
+        };
+        if let (RangeBound::Included(a), RangeBound::Excluded(b)) = (&lo, &hi)
+            && a > b
+        {
+            return Err(PyValueError::new_err("range: lo is greater than hi"));
+        }
+        Ok(NativeRange {
+            iter: Mutex::new(self.raw.range((lo, hi))),
+            spec: self.spec.clone(),
+            reverse,
+        })
+    }
+}
+
+/// Lazy iterator over a key range, yielding (key, value, id) tuples.
+#[pyclass(module = "sop._sop", frozen)]
+pub struct NativeRange {
+    iter: Mutex<RawRange>,
+    spec: KeySpec,
+    reverse: bool,
+}
+
+const RANGE_CHUNK: usize = 64;
+
+#[pymethods]
+impl NativeRange {
+    /// Up to 64 next items (an empty list at the end).
+    fn next_chunk(&self, py: Python<'_>) -> PyResult<Vec<PyItem>> {
+        let got = py.detach(|| -> sop::Result<Vec<RawItem>> {
+            let mut it = self
+                .iter
+                .lock()
+                .map_err(|_| sop::Error::Poisoned("range iterator".into()))?;
+            let mut out = Vec::with_capacity(RANGE_CHUNK);
+            while out.len() < RANGE_CHUNK {
+                let next = if self.reverse {
+                    it.next_back()
+                } else {
+                    it.next()
+                };
+                match next {
+                    Some(r) => out.push(r?),
+                    None => break,
+                }
+            }
+            Ok(out)
+        });
+        let got = engine(got)?;
+        got.iter()
+            .map(|it| {
+                let key = codec::decode_key(py, &self.spec, &it.key, Some(&it.value))?;
+                let value = codec::decode_value(py, &it.value)?;
+                Ok((key, value, codec::id_to_str(it.id)))
+            })
+            .collect()
+    }
+}

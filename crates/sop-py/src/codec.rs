@@ -1,0 +1,384 @@
+//! Key and value encodings.
+//!
+//! **Keys** are encoded so that the engine's byte order is Python's order: `None` < `False` <
+//! `True` < numbers (ints and floats compared by value, `1 == 1.0`) < `str` (code point order)
+//! < `bytes` < dicts. Every encoding is prefix-free, so fields of a composite key can be
+//! concatenated, and a descending field is the bytewise complement of its encoding.
+//!
+//! ```text
+//! None   01
+//! False  02          True 03
+//! number 10 <f64 order bytes, 8> 01 <i128 order bytes, 16>   (integral values in i128 range)
+//!        10 <f64 order bytes, 8> 02                          (other floats, infinities)
+//! str    20 <utf-8, 00 escaped as 00 ff> 00 00
+//! bytes  30 <bytes, 00 escaped as 00 ff> 00 00
+//! dict   40 (02 <str name> <value>)* 01                      (no index specification: all fields by name)
+//! spec   <field 1> <field 2> ...                             (index specification: listed fields, in order)
+//! ```
+//!
+//! **Values** are framed as `flags [key json] tag payload`: flag bit 0 says the full key (as JSON)
+//! is stored in front of the value, which composite stores need to give back the dict the caller
+//! stored (fields outside the index specification are not in the encoded key). Tags: 0 `None`,
+//! 1 JSON text, 2 raw bytes.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
+
+const T_NONE: u8 = 0x01;
+const T_FALSE: u8 = 0x02;
+const T_TRUE: u8 = 0x03;
+const T_NUM: u8 = 0x10;
+const T_STR: u8 = 0x20;
+const T_BYTES: u8 = 0x30;
+const T_MAP: u8 = 0x40;
+const NUM_INT: u8 = 0x01;
+const NUM_FLOAT: u8 = 0x02;
+const MAP_ENTRY: u8 = 0x02;
+const MAP_END: u8 = 0x01;
+
+const V_NONE: u8 = 0;
+const V_JSON: u8 = 1;
+const V_BYTES: u8 = 2;
+const F_KEY: u8 = 1;
+
+/// How the keys of a store are shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// Primitive keys: str, int, float, bytes (and None / bool).
+    Scalar,
+    /// Dict keys without an index specification: ordered by all fields, by name.
+    AnyMap,
+    /// Dict keys ordered by the listed fields (name, ascending).
+    Fields(Vec<(String, bool)>),
+}
+
+impl KeySpec {
+    /// True when values carry the full key (dict keys).
+    pub fn composite(&self) -> bool {
+        !matches!(self, KeySpec::Scalar)
+    }
+}
+
+fn f64_order(x: f64) -> [u8; 8] {
+    let b = x.to_bits();
+    let b = if b >> 63 == 1 { !b } else { b | (1 << 63) };
+    b.to_be_bytes()
+}
+
+fn f64_from_order(b: [u8; 8]) -> f64 {
+    let b = u64::from_be_bytes(b);
+    let b = if b >> 63 == 1 { b & !(1 << 63) } else { !b };
+    f64::from_bits(b)
+}
+
+fn push_int(i: i128, out: &mut Vec<u8>) {
+    out.push(T_NUM);
+    #[allow(clippy::cast_precision_loss)]
+    out.extend_from_slice(&f64_order(i as f64));
+    out.push(NUM_INT);
+    out.extend_from_slice(&((i as u128) ^ (1 << 127)).to_be_bytes());
+}
+
+fn push_float(x: f64, out: &mut Vec<u8>) -> PyResult<()> {
+    if x.is_nan() {
+        return Err(PyValueError::new_err("NaN cannot be a key"));
+    }
+    const LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0; // 2^127
+    if x.is_finite() && x.fract() == 0.0 && (-LIMIT..LIMIT).contains(&x) {
+        #[allow(clippy::cast_possible_truncation)]
+        push_int(x as i128, out);
+    } else {
+        out.push(T_NUM);
+        out.extend_from_slice(&f64_order(x));
+        out.push(NUM_FLOAT);
+    }
+    Ok(())
+}
+
+fn push_escaped(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// Encodes one scalar (or a dict, by all its fields) in the prefix-free form.
+pub fn encode_value_key(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    if v.is_none() {
+        out.push(T_NONE);
+    } else if let Ok(b) = v.cast::<PyBool>() {
+        out.push(if b.is_true() { T_TRUE } else { T_FALSE });
+    } else if v.is_instance_of::<PyInt>() {
+        let i: i128 = v.extract().map_err(|_| {
+            PyValueError::new_err("integer key out of range (keys are limited to 128-bit integers)")
+        })?;
+        push_int(i, out);
+    } else if let Ok(f) = v.cast::<PyFloat>() {
+        push_float(f.value(), out)?;
+    } else if let Ok(s) = v.cast::<PyString>() {
+        push_escaped(T_STR, s.to_str()?.as_bytes(), out);
+    } else if let Ok(b) = v.cast::<PyBytes>() {
+        push_escaped(T_BYTES, b.as_bytes(), out);
+    } else if let Ok(d) = v.cast::<PyDict>() {
+        let mut fields: Vec<(String, Bound<'_, PyAny>)> = Vec::with_capacity(d.len());
+        for (k, val) in d.iter() {
+            let name: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("dict keys of a key must be str"))?;
+            fields.push((name, val));
+        }
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(T_MAP);
+        for (name, val) in fields {
+            out.push(MAP_ENTRY);
+            push_escaped(T_STR, name.as_bytes(), out);
+            encode_value_key(&val, out)?;
+        }
+        out.push(MAP_END);
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "unsupported key type {}: keys are str, int, float, bytes, bool, None or dict",
+            v.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+/// Encodes a key of a store. With `prefix`, a dict key of an index-specified store may hold
+/// only the leading fields (for range bounds).
+pub fn encode_key(spec: &KeySpec, key: &Bound<'_, PyAny>, prefix: bool) -> PyResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(16);
+    match spec {
+        KeySpec::Scalar => {
+            if key.is_instance_of::<PyDict>() {
+                return Err(PyTypeError::new_err(
+                    "this store has primitive keys; create it with an index_spec (or \
+                     is_primitive_key=False) to use dict keys",
+                ));
+            }
+            encode_value_key(key, &mut out)?;
+        }
+        KeySpec::AnyMap => {
+            if !key.is_instance_of::<PyDict>() {
+                return Err(PyTypeError::new_err("this store has dict keys"));
+            }
+            encode_value_key(key, &mut out)?;
+        }
+        KeySpec::Fields(fields) => {
+            let d = key
+                .cast::<PyDict>()
+                .map_err(|_| PyTypeError::new_err("this store has dict keys"))?;
+            for (name, asc) in fields {
+                let Some(v) = d.get_item(name)? else {
+                    if prefix {
+                        break;
+                    }
+                    return Err(PyValueError::new_err(format!(
+                        "key is missing the index field {name:?}"
+                    )));
+                };
+                let start = out.len();
+                encode_value_key(&v, &mut out)?;
+                if !asc {
+                    for b in &mut out[start..] {
+                        *b = !*b;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> PyErr {
+    PyValueError::new_err(format!("undecodable stored key: {what}"))
+}
+
+fn take<'a>(b: &'a [u8], pos: &mut usize, n: usize) -> PyResult<&'a [u8]> {
+    let s = b.get(*pos..*pos + n).ok_or_else(|| corrupt("truncated"))?;
+    *pos += n;
+    Ok(s)
+}
+
+fn take_escaped(b: &[u8], pos: &mut usize) -> PyResult<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let c = *b.get(*pos).ok_or_else(|| corrupt("unterminated string"))?;
+        *pos += 1;
+        if c == 0 {
+            let n = *b.get(*pos).ok_or_else(|| corrupt("unterminated string"))?;
+            *pos += 1;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.push(0);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Decodes one prefix-free encoded key value at `pos`.
+pub fn decode_value_key(py: Python<'_>, b: &[u8], pos: &mut usize) -> PyResult<Py<PyAny>> {
+    let tag = *b.get(*pos).ok_or_else(|| corrupt("empty"))?;
+    *pos += 1;
+    Ok(match tag {
+        T_NONE => py.None(),
+        T_FALSE => PyBool::new(py, false).to_owned().into_any().unbind(),
+        T_TRUE => PyBool::new(py, true).to_owned().into_any().unbind(),
+        T_NUM => {
+            let mut p = [0u8; 8];
+            p.copy_from_slice(take(b, pos, 8)?);
+            let kind = take(b, pos, 1)?[0];
+            if kind == NUM_INT {
+                let mut i = [0u8; 16];
+                i.copy_from_slice(take(b, pos, 16)?);
+                let v = (u128::from_be_bytes(i) ^ (1 << 127)) as i128;
+                v.into_pyobject(py)?.into_any().unbind()
+            } else {
+                PyFloat::new(py, f64_from_order(p)).into_any().unbind()
+            }
+        }
+        T_STR => {
+            let s = take_escaped(b, pos)?;
+            let s = String::from_utf8(s).map_err(|_| corrupt("bad utf-8"))?;
+            PyString::new(py, &s).into_any().unbind()
+        }
+        T_BYTES => PyBytes::new(py, &take_escaped(b, pos)?).into_any().unbind(),
+        T_MAP => {
+            let d = PyDict::new(py);
+            loop {
+                match take(b, pos, 1)?[0] {
+                    MAP_END => break,
+                    MAP_ENTRY => {
+                        let k = decode_value_key(py, b, pos)?;
+                        let v = decode_value_key(py, b, pos)?;
+                        d.set_item(k, v)?;
+                    }
+                    _ => return Err(corrupt("bad dict entry")),
+                }
+            }
+            d.into_any().unbind()
+        }
+        _ => return Err(corrupt("unknown tag")),
+    })
+}
+
+fn json_dumps(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let py = v.py();
+    let json = py.import("json")?;
+    let kw = PyDict::new(py);
+    kw.set_item("separators", (",", ":"))?;
+    let s = json.getattr("dumps")?.call((v,), Some(&kw))?;
+    Ok(s.cast::<PyString>()?.to_str()?.as_bytes().to_vec())
+}
+
+fn json_loads(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
+    let s = std::str::from_utf8(b).map_err(|_| corrupt("stored JSON is not utf-8"))?;
+    Ok(py.import("json")?.getattr("loads")?.call1((s,))?.unbind())
+}
+
+/// Frames a value (and, for composite stores, the full key) for storage.
+pub fn encode_stored(
+    spec: &KeySpec,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(32);
+    if spec.composite() {
+        out.push(F_KEY);
+        let k = json_dumps(key)?;
+        let len = u32::try_from(k.len()).map_err(|_| PyValueError::new_err("key too large"))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&k);
+    } else {
+        out.push(0);
+    }
+    if value.is_none() {
+        out.push(V_NONE);
+    } else if let Ok(b) = value.cast::<PyBytes>() {
+        out.push(V_BYTES);
+        out.extend_from_slice(b.as_bytes());
+    } else {
+        out.push(V_JSON);
+        out.extend(json_dumps(value)?);
+    }
+    Ok(out)
+}
+
+/// Splits a stored value into (full key JSON if any, value object).
+fn split_stored(b: &[u8]) -> PyResult<(Option<&[u8]>, &[u8])> {
+    let mut pos = 0;
+    let flags = take(b, &mut pos, 1)?[0];
+    let key = if flags & F_KEY != 0 {
+        let mut l = [0u8; 4];
+        l.copy_from_slice(take(b, &mut pos, 4)?);
+        let n = u32::from_le_bytes(l) as usize;
+        Some(take(b, &mut pos, n)?)
+    } else {
+        None
+    };
+    Ok((key, b.get(pos..).unwrap_or_default()))
+}
+
+/// Decodes a stored value.
+pub fn decode_value(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
+    let (_, v) = split_stored(b)?;
+    let Some((&tag, rest)) = v.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    match tag {
+        V_NONE => Ok(py.None()),
+        V_BYTES => Ok(PyBytes::new(py, rest).into_any().unbind()),
+        V_JSON => json_loads(py, rest),
+        _ => Err(corrupt("unknown value tag")),
+    }
+}
+
+/// Decodes a key: from the stored value for composite stores, else from the key bytes.
+pub fn decode_key(
+    py: Python<'_>,
+    spec: &KeySpec,
+    key: &[u8],
+    stored: Option<&[u8]>,
+) -> PyResult<Py<PyAny>> {
+    if spec.composite()
+        && let Some(s) = stored
+        && let (Some(k), _) = split_stored(s)?
+    {
+        return json_loads(py, k);
+    }
+    if matches!(spec, KeySpec::Fields(_)) {
+        return Err(corrupt("composite key without its stored form"));
+    }
+    let mut pos = 0;
+    decode_value_key(py, key, &mut pos)
+}
+
+/// Formats an item id as a UUID string.
+pub fn id_to_str(id: u128) -> String {
+    let h = format!("{id:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Parses a UUID string (with or without dashes) into an item id.
+pub fn id_from_str(s: &str) -> PyResult<u128> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(PyValueError::new_err(format!("invalid item id {s:?}")));
+    }
+    u128::from_str_radix(&hex, 16)
+        .map_err(|_| PyValueError::new_err(format!("invalid item id {s:?}")))
+}
