@@ -806,7 +806,9 @@ impl RawBtree {
         self.with(|c| Ok(c.nodes.store.shape.order.unique))
     }
 
-    /// The store's name, options and count.
+    /// The store's name, options and count. Reading the count makes the transaction conflict
+    /// with any concurrent commit that adds or removes items in the store; see
+    /// [`RawBtree::options`].
     ///
     /// # Errors
     /// [`Error::TransactionClosed`].
@@ -814,6 +816,15 @@ impl RawBtree {
         let mut st = lock(&self.txn)?;
         st.check_active()?;
         info_of(&mut st, self.store, true)
+    }
+
+    /// The store's options (unlike [`RawBtree::info`], this does not read the item count, so
+    /// it never makes the transaction conflict with concurrent writers of the store).
+    ///
+    /// # Errors
+    /// [`Error::TransactionClosed`].
+    pub fn options(&self) -> Result<crate::options::StoreOptions> {
+        Ok(self.info_no_count()?.options)
     }
 
     /// The store's info without recording the count as read.
