@@ -23,6 +23,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
 const T_NONE: u8 = 0x01;
@@ -269,18 +270,103 @@ pub fn decode_value_key(py: Python<'_>, b: &[u8], pos: &mut usize) -> PyResult<P
     })
 }
 
-fn json_dumps(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// `json.dumps(v, separators=(",", ":"))` and `json.loads`, looked up once per process.
+static JSON_DUMPS: PyOnceLock<(Py<PyAny>, Py<PyDict>)> = PyOnceLock::new();
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn json_dumps_py(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let py = v.py();
-    let json = py.import("json")?;
-    let kw = PyDict::new(py);
-    kw.set_item("separators", (",", ":"))?;
-    let s = json.getattr("dumps")?.call((v,), Some(&kw))?;
+    let (dumps, kw) = JSON_DUMPS.get_or_try_init(py, || -> PyResult<_> {
+        let kw = PyDict::new(py);
+        kw.set_item("separators", (",", ":"))?;
+        Ok((py.import("json")?.getattr("dumps")?.unbind(), kw.unbind()))
+    })?;
+    let s = dumps.bind(py).call((v,), Some(kw.bind(py)))?;
     Ok(s.cast::<PyString>()?.to_str()?.as_bytes().to_vec())
 }
 
+/// Appends `s` as a JSON string literal (non-ASCII stays UTF-8, which `json.loads` reads back).
+fn push_json_str(s: &str, out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends the JSON text of `v`: str, int and bool in Rust, anything else through `json.dumps`.
+fn json_dumps_into(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    if let Ok(s) = v.cast_exact::<PyString>() {
+        if let Ok(s) = s.to_str() {
+            push_json_str(s, out);
+            return Ok(());
+        }
+    } else if let Ok(b) = v.cast_exact::<PyBool>() {
+        out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+        return Ok(());
+    } else if v.is_exact_instance_of::<PyInt>()
+        && let Ok(i) = v.extract::<i64>()
+    {
+        out.extend_from_slice(i.to_string().as_bytes());
+        return Ok(());
+    }
+    out.extend(json_dumps_py(v)?);
+    Ok(())
+}
+
+fn json_dumps(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut out = Vec::new();
+    json_dumps_into(v, &mut out)?;
+    Ok(out)
+}
+
+/// `json.loads`, with str / small int / true / false / null decoded in Rust.
 fn json_loads(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
+    match b {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') && !inner.contains(&b'"') => {
+            if let Ok(s) = std::str::from_utf8(inner)
+                && !s.bytes().any(|c| c < 0x20)
+            {
+                return Ok(PyString::new(py, s).into_any().unbind());
+            }
+        }
+        b"true" => return Ok(PyBool::new(py, true).to_owned().into_any().unbind()),
+        b"false" => return Ok(PyBool::new(py, false).to_owned().into_any().unbind()),
+        b"null" => return Ok(py.None()),
+        [first, ..]
+            if b.len() <= 18
+                && (first.is_ascii_digit() || *first == b'-')
+                && b.iter().skip(1).all(u8::is_ascii_digit) =>
+        {
+            if let Ok(s) = std::str::from_utf8(b)
+                && let Ok(i) = s.parse::<i64>()
+                // JSON has no leading zeros ("01"); leave odd forms to json.loads.
+                && i.to_string() == s
+            {
+                return Ok(i.into_pyobject(py)?.into_any().unbind());
+            }
+        }
+        _ => {}
+    }
     let s = std::str::from_utf8(b).map_err(|_| corrupt("stored JSON is not utf-8"))?;
-    Ok(py.import("json")?.getattr("loads")?.call1((s,))?.unbind())
+    let loads = JSON_LOADS.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py.import("json")?.getattr("loads")?.unbind())
+    })?;
+    Ok(loads.bind(py).call1((s,))?.unbind())
 }
 
 /// Frames a value (and, for composite stores, the full key) for storage.
@@ -306,7 +392,7 @@ pub fn encode_stored(
         out.extend_from_slice(b.as_bytes());
     } else {
         out.push(V_JSON);
-        out.extend(json_dumps(value)?);
+        json_dumps_into(value, &mut out)?;
     }
     Ok(out)
 }
@@ -362,15 +448,17 @@ pub fn decode_key(
 
 /// Formats an item id as a UUID string.
 pub fn id_to_str(id: u128) -> String {
-    let h = format!("{id:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        let nibble = (id >> (124 - 4 * i)) & 15;
+        #[allow(clippy::cast_possible_truncation)]
+        out.push(char::from(HEX[nibble as usize]));
+    }
+    out
 }
 
 /// Parses a UUID string (with or without dashes) into an item id.

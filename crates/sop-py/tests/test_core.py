@@ -297,3 +297,21 @@ def test_logger_and_exports():
     assert TransactionMode.NoCheck == 0 and TransactionMode.ForWriting == 1 and TransactionMode.ForReading == 2
     assert issubclass(BtreeError, TransactionError)
     assert sop.__version__
+
+
+def test_value_json_fast_paths_round_trip(db, ctx):
+    # str / int / bool values are JSON-coded in Rust; every shape must read back unchanged.
+    vals = ["", 'a"b', "back\\slash", "nl\n\t\r\x01\x1f\x7f", "h\u00e9llo \u2603 \U0001F600", "01", "\ud800",
+            0, -1, 10**18, -(10**18), 10**30, -0.0, 1.5, 1e16, True, False, None, [1, "x"], {"a": [1]}, b"raw"]
+    with db.begin_transaction(ctx) as t:
+        b = db.new_btree(ctx, "fast", t)
+        assert b.add(ctx, [Item(key=i, value=v) for i, v in enumerate(vals)])
+    with db.begin_transaction(ctx, sop.TransactionMode.ForReading) as t:
+        b = db.new_btree(ctx, "fast", t)
+        got = [it.value for it in b.get_values(ctx, [Item(key=i) for i in range(len(vals))])]
+        for v, g in zip(vals, got):
+            assert v == g and type(v) is type(g), (v, g)
+        assert b.get_values(ctx, Item(key=1))[0].value == 'a"b'
+    with db.begin_transaction(ctx) as t:
+        b = db.new_btree(ctx, "fast", t)
+        assert b.remove(ctx, 0) and b.remove(ctx, [1, 2]) and not b.remove(ctx, [3, 99])

@@ -266,8 +266,14 @@ class PagingInfo:
     direction: int = 0
 
 
+# Types passed to the engine as they are (the hot path skips the dataclass check for them).
+_PRIM = frozenset({str, int, float, bytes, bool, type(None), dict, list})
+
+
 def _plain(v: Any) -> Any:
     """Dataclass instances become dicts (as sop4py sends them)."""
+    if type(v) in _PRIM:
+        return v
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return dataclasses.asdict(v)
     return v
@@ -282,9 +288,14 @@ _MISSING: Any = object()
 
 def _strip_ctx(args: tuple) -> tuple:
     """Drops a leading Context (or None standing for one): ctx is optional everywhere."""
-    if args and (isinstance(args[0], Context) or args[0] is None):
-        _check_ctx(args[0])
-        return args[1:]
+    if args:
+        a0 = args[0]
+        if a0 is None:
+            return args[1:]
+        if isinstance(a0, Context):
+            if a0._cancelled:
+                raise TransactionError(f"context with ID {a0.id} not found")
+            return args[1:]
     return args
 
 
@@ -517,8 +528,20 @@ def _pairs(args: tuple) -> list[tuple[Any, Any]]:
         raise TypeError("expected a key (and value), an Item, or a list of Items")
     first = args[0]
     if isinstance(first, Item):
-        return [(_plain(first.key), _plain(first.value))]
+        k, v = first.key, first.value
+        if type(k) in _PRIM and type(v) in _PRIM:
+            return [(k, v)]
+        return [(_plain(k), _plain(v))]
     if isinstance(first, (list, tuple)):
+        # Hot path: a list of Items with plain keys and values.
+        try:
+            out = [(it.key, it.value) for it in first]
+        except AttributeError:
+            out = None
+        if out is not None:
+            prim = _PRIM
+            if all(type(k) in prim and type(v) in prim for k, v in out) and all(type(it) is Item for it in first):
+                return out
         out = []
         for it in first:
             if isinstance(it, Item):
@@ -567,8 +590,12 @@ class Btree:
         if len(args) != 1:
             raise TypeError("remove(ctx, key | list[key])")
         k = args[0]
+        if type(k) in _PRIM and type(k) is not list:
+            return self._n.remove([k])
         keys = list(k) if isinstance(k, (list, tuple)) else [k]
-        keys = [_plain(x.key if isinstance(x, Item) else x) for x in keys]
+        prim = _PRIM
+        if not all(type(x) in prim for x in keys):
+            keys = [_plain(x.key if isinstance(x, Item) else x) for x in keys]
         return self._n.remove(keys)
 
     # navigation ---------------------------------------------------------------------------
@@ -639,10 +666,15 @@ class Btree:
         key comes back as the input item."""
         (arg,) = _strip_ctx(args)
         items = arg if isinstance(arg, (list, tuple)) else [arg]
-        items = [it if isinstance(it, Item) else Item(key=it) for it in items]
-        req = [(_plain(it.key), it.id if it.id and it.id != NIL_UUID else None) for it in items]
+        if not all(type(it) is Item for it in items):
+            items = [it if isinstance(it, Item) else Item(key=it) for it in items]
+        nil = NIL_UUID
+        req = [(it.key, None if it.id == nil or not it.id else it.id) for it in items]
+        prim = _PRIM
+        if not all(type(k) in prim for k, _ in req):
+            req = [(_plain(k), i) for k, i in req]
         got = self._n.get_values(req)
-        return [it if t is None else _item(t) for it, t in zip(items, got)]
+        return [it if t is None else Item(t[0], t[1], t[2]) for it, t in zip(items, got)]
 
     def count(self, ctx: Context | None = None) -> int:
         return self._n.count()

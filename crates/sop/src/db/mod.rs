@@ -200,7 +200,11 @@ impl Shared {
             self.commit_lock()?.writer.poison_with(&err);
             return Err(err);
         }
-        self.commit_lock()?.writer.mark_durable(state.seq);
+        if durable {
+            // Only a real sync makes commits durable; stamping unsynced ones as durable would
+            // make recovery read a torn tail as corruption.
+            self.commit_lock()?.writer.mark_durable(state.seq);
+        }
         Ok(state)
     }
 

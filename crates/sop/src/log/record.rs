@@ -195,6 +195,12 @@ pub fn put_entry(w: &mut Writer, id: LogicalId, e: &Entry) {
 /// Decodes what [`put_entry`] wrote.
 pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> {
     let id = r.u64("logical id")?;
+    if id >= crate::registry::MAX_LOGICAL {
+        return Err(DecodeError {
+            at: r.pos(),
+            what: "logical id out of range",
+        });
+    }
     let store = r.u32("entry store")?;
     let version = r.u64("entry version")?;
     let loc = get_location(r)?;

@@ -52,37 +52,66 @@ impl Entry {
 
 const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
+const MID_BITS: u32 = 10;
+const MID: usize = 1 << MID_BITS;
+
+/// Logical ids are below this bound (2^40). Decoders reject larger ids as corruption, so a
+/// damaged (but checksum-valid) id can never make the registry allocate without bound.
+pub const MAX_LOGICAL: LogicalId = 1 << 40;
 
 type Chunk = [Entry; CHUNK];
+type Mid = [Option<Arc<Chunk>>; MID];
 
-/// The copy-on-write id map. See the module docs.
+/// The copy-on-write id map. See the module docs. Two levels of shared arrays, allocated only
+/// where ids are in use: cloning copies the top level (one pointer per 2^20 ids).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    chunks: Vec<Arc<Chunk>>,
+    top: Vec<Option<Arc<Mid>>>,
     len: usize,
 }
 
-fn split(id: LogicalId) -> Option<(usize, usize)> {
+fn split(id: LogicalId) -> Option<(usize, usize, usize)> {
+    if id >= MAX_LOGICAL {
+        return None;
+    }
     let id = usize::try_from(id).ok()?;
-    Some((id >> CHUNK_BITS, id & (CHUNK - 1)))
+    Some((
+        id >> (CHUNK_BITS + MID_BITS),
+        (id >> CHUNK_BITS) & (MID - 1),
+        id & (CHUNK - 1),
+    ))
 }
 
 impl Registry {
     /// The entry of `id`, if it is in use.
     #[must_use]
     pub fn get(&self, id: LogicalId) -> Option<&Entry> {
-        let (c, i) = split(id)?;
-        let e = self.chunks.get(c)?.get(i)?;
+        let (t, m, i) = split(id)?;
+        let chunk = self.top.get(t)?.as_ref()?.get(m)?.as_ref()?;
+        let e = chunk.get(i)?;
         (!e.is_empty()).then_some(e)
     }
 
-    /// Sets the entry of `id` (copying its chunk if a snapshot shares it).
-    pub fn set(&mut self, id: LogicalId, entry: Entry) {
-        let Some((c, i)) = split(id) else { return };
-        while self.chunks.len() <= c {
-            self.chunks.push(Arc::new([Entry::default(); CHUNK]));
+    /// Sets the entry of `id` (copying the arrays a snapshot shares). Ids at or above
+    /// [`MAX_LOGICAL`] are refused (`false`).
+    pub fn set(&mut self, id: LogicalId, entry: Entry) -> bool {
+        let Some((t, m, i)) = split(id) else {
+            return false;
+        };
+        if self.top.len() <= t {
+            self.top.resize(t + 1, None);
         }
-        if let Some(slot) = Arc::make_mut(&mut self.chunks[c]).get_mut(i) {
+        let Some(top_slot) = self.top.get_mut(t) else {
+            return false;
+        };
+        let mid =
+            Arc::make_mut(top_slot.get_or_insert_with(|| Arc::new(std::array::from_fn(|_| None))));
+        let Some(mid_slot) = mid.get_mut(m) else {
+            return false;
+        };
+        let chunk =
+            Arc::make_mut(mid_slot.get_or_insert_with(|| Arc::new([Entry::default(); CHUNK])));
+        if let Some(slot) = chunk.get_mut(i) {
             if slot.is_empty() && !entry.is_empty() {
                 self.len += 1;
             } else if !slot.is_empty() && entry.is_empty() {
@@ -90,6 +119,7 @@ impl Registry {
             }
             *slot = entry;
         }
+        true
     }
 
     /// Clears the entry of `id`, returning what it held.
@@ -113,13 +143,22 @@ impl Registry {
 
     /// Every entry in use, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (LogicalId, &Entry)> + '_ {
-        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| !e.is_empty())
-                .map(move |(i, e)| (((c << CHUNK_BITS) | i) as LogicalId, e))
-        })
+        self.top
+            .iter()
+            .enumerate()
+            .filter_map(|(t, mid)| Some((t, mid.as_ref()?)))
+            .flat_map(|(t, mid)| {
+                mid.iter()
+                    .enumerate()
+                    .filter_map(|(m, c)| Some((m, c.as_ref()?)))
+                    .flat_map(move |(m, chunk)| {
+                        chunk.iter().enumerate().filter(|(_, e)| !e.is_empty()).map(
+                            move |(i, e)| {
+                                ((((t << MID_BITS) | m) << CHUNK_BITS | i) as LogicalId, e)
+                            },
+                        )
+                    })
+            })
     }
 }
 
@@ -155,5 +194,11 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![5]);
         assert!(r.get(1 << 40).is_none());
+        assert!(!r.set(MAX_LOGICAL, entry(9)));
+        r.set(3 << 20, entry(4));
+        assert_eq!(
+            r.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec![5, 3 << 20]
+        );
     }
 }
