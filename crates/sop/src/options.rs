@@ -123,7 +123,7 @@ pub enum ValuePlacement {
 /// The smallest and largest allowed `slot_length`.
 pub const SLOT_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 2..=20_000;
 /// Items per node when not given (chosen by measurement, see `docs/adr/0002-node-size.md`).
-pub const DEFAULT_SLOT_LENGTH: usize = 256;
+pub const DEFAULT_SLOT_LENGTH: usize = 64;
 
 /// Options of one store, fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
