@@ -56,13 +56,35 @@ impl std::fmt::Debug for Order {
     }
 }
 
+/// The first 8 bytes of a key as a big-endian number (zero-padded): comparing these orders
+/// keys as memcmp does whenever they differ, without a call into `memcmp`.
+#[inline]
+fn prefix(k: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    match k.get(..8) {
+        Some(head) => buf.copy_from_slice(head),
+        None => buf[..k.len()].copy_from_slice(k),
+    }
+    u64::from_le_bytes(buf).swap_bytes()
+}
+
+/// Byte order of keys (memcmp), with a fast path on the first 8 bytes.
+#[inline]
+pub fn byte_order(a: &[u8], b: &[u8]) -> Ordering {
+    match prefix(a).cmp(&prefix(b)) {
+        Ordering::Equal => a.cmp(b),
+        o => o,
+    }
+}
+
 impl Order {
     /// Compares two keys.
     #[must_use]
+    #[inline]
     pub fn keys(&self, a: &[u8], b: &[u8]) -> Ordering {
         match &self.custom {
             Some(c) => c(a, b),
-            None => a.cmp(b),
+            None => byte_order(a, b),
         }
     }
 
@@ -146,3 +168,19 @@ pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId)
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod order_tests {
+    use super::byte_order;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn byte_order_is_memcmp(a in proptest::collection::vec(any::<u8>(), 0..20), b in proptest::collection::vec(any::<u8>(), 0..20)) {
+            prop_assert_eq!(byte_order(&a, &b), a.cmp(&b));
+            let mut c = a.clone();
+            c.push(0);
+            prop_assert_eq!(byte_order(&a, &c), a.cmp(&c));
+        }
+    }
+}
