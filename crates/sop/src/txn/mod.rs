@@ -620,16 +620,11 @@ impl Transaction {
             st.finish(Status::RolledBack);
             return Err(e);
         }
-        let id = st.id;
-        let mut failed = None;
-        for p in &mut st.participants {
-            if let Err(e) = p.commit(id) {
-                failed.get_or_insert(Error::Participant {
-                    name: p.name(),
-                    detail: format!("commit failed after the transaction committed: {e}"),
-                });
-            }
-        }
+        let failed = tell_participants(
+            &mut st,
+            "commit failed after the transaction committed",
+            |p, id| p.commit(id),
+        );
         st.finish(Status::Committed);
         run_hooks(&mut st);
         failed.map_or(Ok(()), Err)
@@ -644,17 +639,34 @@ impl Transaction {
         let mut st = lock(&self.inner)?;
         match st.status {
             Status::Active => {
-                let id = st.id;
-                for p in &mut st.participants {
-                    let _ = p.rollback(id);
-                }
+                let failed = tell_participants(&mut st, "rollback failed", |p, id| p.rollback(id));
                 st.finish(Status::RolledBack);
-                Ok(())
+                failed.map_or(Ok(()), Err)
             }
             Status::Prepared => abort(&mut st),
             _ => Err(Error::TransactionClosed),
         }
     }
+}
+
+/// Calls `op` on every participant (all of them, even after a failure); returns the first
+/// failure as [`Error::Participant`].
+fn tell_participants(
+    st: &mut TxnState,
+    what: &str,
+    mut op: impl FnMut(&mut dyn Participant, u128) -> Result<()>,
+) -> Option<Error> {
+    let id = st.id;
+    let mut failed = None;
+    for p in &mut st.participants {
+        if let Err(e) = op(p.as_mut(), id) {
+            failed.get_or_insert(Error::Participant {
+                name: p.name(),
+                detail: format!("{what}: {e}"),
+            });
+        }
+    }
+    failed
 }
 
 fn run_hooks(st: &mut TxnState) {
@@ -666,16 +678,7 @@ fn run_hooks(st: &mut TxnState) {
 /// Aborts a prepared transaction: records the decision, rolls the participants back.
 fn abort(st: &mut TxnState) -> Result<()> {
     let r = commit::abort_prepared(&st.shared, st.id);
-    let id = st.id;
-    let mut failed = None;
-    for p in &mut st.participants {
-        if let Err(e) = p.rollback(id) {
-            failed.get_or_insert(Error::Participant {
-                name: p.name(),
-                detail: format!("rollback failed: {e}"),
-            });
-        }
-    }
+    let failed = tell_participants(st, "rollback failed", |p, id| p.rollback(id));
     st.finish(Status::RolledBack);
     r?;
     failed.map_or(Ok(()), Err)
