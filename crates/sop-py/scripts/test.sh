@@ -15,6 +15,11 @@ if ! "$venv/bin/python" -c "import maturin, pytest" 2>/dev/null \
     "$venv/bin/pip" install --quiet --disable-pip-version-check maturin pytest
 fi
 
+# mypy checks the type stubs (tests/test_typing.py); installed once, its check takes ~2 s.
+if ! "$venv/bin/python" -c "import mypy" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check mypy
+fi
+
 cd "$here"
 # Rebuild only when a Rust input changed since the last successful build (maturin's develop
 # re-links every time otherwise). The Python sources are installed editable: no rebuild needed.

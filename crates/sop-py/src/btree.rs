@@ -4,8 +4,10 @@
 use std::ops::Bound as RangeBound;
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::{ffi, intern};
 use sop::{RawBtree, RawItem, RawRange};
 
 use crate::codec::{self, KeySpec};
@@ -107,6 +109,106 @@ impl NativeBtree {
 
     fn enc(&self, key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         codec::encode_key(&self.spec, key, false)
+    }
+}
+
+/// An optional item id from Python (None, "" and the nil UUID: no id).
+fn opt_id(id: Option<&str>) -> PyResult<Option<u128>> {
+    match id {
+        Some(s) if !s.is_empty() => {
+            let id = codec::id_from_str(s)?;
+            Ok((id != 0).then_some(id))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Makes instances of the Python `Item` dataclass without running its `__init__`: the class's
+/// own `tp_new` (as `Item.__new__(Item)` would), then the three fields set as attributes.
+struct ItemMaker<'py> {
+    cls: Bound<'py, PyType>,
+    new: ffi::newfunc,
+    args: Bound<'py, PyTuple>,
+}
+
+impl<'py> ItemMaker<'py> {
+    fn new(cls: &Bound<'py, PyType>) -> PyResult<Self> {
+        // SAFETY: `cls` is a live type object; Py_tp_new is a valid slot id, and a non-null
+        // result is the class's `newfunc`.
+        let slot = unsafe { ffi::PyType_GetSlot(cls.as_type_ptr(), ffi::Py_tp_new) };
+        if slot.is_null() {
+            return Err(PyTypeError::new_err("Item class cannot be instantiated"));
+        }
+        // SAFETY: the Py_tp_new slot holds a `newfunc`.
+        let new = unsafe { std::mem::transmute::<*mut std::ffi::c_void, ffi::newfunc>(slot) };
+        Ok(ItemMaker {
+            cls: cls.clone(),
+            new,
+            args: PyTuple::empty(cls.py()),
+        })
+    }
+
+    fn make(
+        &self,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        id: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.cls.py();
+        // SAFETY: calling the type's `tp_new` with (type, empty args, no kwargs) as
+        // `type.__new__(type)` does; the result is a new reference or null with an exception.
+        let obj = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                (self.new)(
+                    self.cls.as_type_ptr(),
+                    self.args.as_ptr(),
+                    std::ptr::null_mut(),
+                ),
+            )?
+        };
+        obj.setattr(intern!(py, "key"), key)?;
+        obj.setattr(intern!(py, "value"), value)?;
+        obj.setattr(intern!(py, "id"), PyString::new(py, id))?;
+        Ok(obj)
+    }
+}
+
+/// True for the key types the codec takes as they are (others go through `_plain`).
+fn plain_key_type(k: &Bound<'_, PyAny>) -> bool {
+    k.is_none()
+        || k.is_exact_instance_of::<PyString>()
+        || k.is_exact_instance_of::<PyInt>()
+        || k.is_exact_instance_of::<PyFloat>()
+        || k.is_exact_instance_of::<PyBytes>()
+        || k.is_exact_instance_of::<PyBool>()
+        || k.is_exact_instance_of::<PyDict>()
+}
+
+/// Replaces the key of the item under the cursor by `new_key` (its encoded form) when both
+/// compare equal; `key_json` (composite stores) is the new full key stored beside the value.
+/// False when there is no current item or the keys differ.
+fn set_current_key(raw: &RawBtree, new_key: &[u8], key_json: Option<&[u8]>) -> PyResult<bool> {
+    match key_json {
+        Some(json) => {
+            let Some(cur) = engine(raw.current_item())? else {
+                return Ok(false);
+            };
+            if cur.key != new_key {
+                return Ok(false);
+            }
+            let stored = codec::restamp_key(json, &cur.value)?;
+            engine(raw.update_current_item(new_key, &stored))
+        }
+        None => {
+            let Some((key, _)) = engine(raw.current_key())? else {
+                return Ok(false);
+            };
+            if key != new_key {
+                return Ok(false);
+            }
+            engine(raw.update_current_key(new_key))
+        }
     }
 }
 
@@ -291,6 +393,128 @@ impl NativeBtree {
         got.iter()
             .map(|o| o.as_ref().map(|it| self.item(py, it, true)).transpose())
             .collect()
+    }
+
+    /// For each (key, id or None): finds the item by key (and id) and replaces its key by
+    /// `key`, which compares equal to it (dict keys: fields outside the index specification may
+    /// change). False when any item is missing (the others are updated).
+    fn update_key(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Py<PyAny>, Option<String>)>,
+    ) -> PyResult<bool> {
+        let mut enc = Vec::with_capacity(items.len());
+        for (k, id) in &items {
+            let k = k.bind(py);
+            enc.push((
+                self.enc(k)?,
+                codec::stored_key_json(&self.spec, k)?,
+                opt_id(id.as_deref())?,
+            ));
+        }
+        let raw = Arc::clone(&self.raw);
+        py.detach(move || -> PyResult<bool> {
+            let mut all = true;
+            for (k, json, id) in &enc {
+                let found = engine(match id {
+                    Some(id) => raw.find_with_id(k, *id),
+                    None => raw.find(k, true),
+                })?;
+                all &= found && set_current_key(&raw, k, json.as_deref())?;
+            }
+            Ok(all)
+        })
+    }
+
+    /// Replaces the key of the item under the cursor by `key`, which must compare equal to it
+    /// (else false, nothing changes).
+    fn update_current_key(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = self.enc(key)?;
+        let json = codec::stored_key_json(&self.spec, key)?;
+        let raw = Arc::clone(&self.raw);
+        py.detach(move || set_current_key(&raw, &k, json.as_deref()))
+    }
+
+    /// `Btree.get_values` in one call: `items` holds `Item`s (looked up by key, and id when not
+    /// nil) or bare keys; returns the found items as new `Item`s (of class `cls`), a missing
+    /// one as the input item (a bare key as `Item(key)`). `plain` converts other key types
+    /// (dataclasses) as the Python layer does.
+    fn get_value_items<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        cls: &Bound<'py, PyType>,
+        plain: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let n = items.len();
+        let mut inputs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, bool)> = Vec::with_capacity(n);
+        let mut enc = Vec::with_capacity(n);
+        let (k_key, k_id) = (intern!(py, "key"), intern!(py, "id"));
+        for it in items.iter() {
+            let is_item = it.is_exact_instance(cls) || it.is_instance(cls)?;
+            let (key, id) = if is_item {
+                let id = it.getattr(k_id)?;
+                let id = if id.is_none() {
+                    None
+                } else if let Ok(s) = id.cast::<PyString>() {
+                    opt_id(Some(s.to_str()?))?
+                } else {
+                    opt_id(Some(id.str()?.to_str()?))?
+                };
+                (it.getattr(k_key)?, id)
+            } else {
+                (it.clone(), None)
+            };
+            let key = if plain_key_type(&key) {
+                key
+            } else {
+                plain.call1((key,))?
+            };
+            enc.push((self.enc(&key)?, id));
+            inputs.push((it, key, is_item));
+        }
+        let got = engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
+            let mut out = Vec::with_capacity(enc.len());
+            for (k, id) in &enc {
+                let found = match id {
+                    Some(id) => self.raw.find_with_id(k, *id)?,
+                    None => self.raw.find(k, true)?,
+                };
+                out.push(if found {
+                    self.raw.current_item()?
+                } else {
+                    None
+                });
+            }
+            Ok(out)
+        }))?;
+        let maker = ItemMaker::new(cls)?;
+        let scalar = !self.spec.composite();
+        let none = py.None().into_bound(py);
+        let nil = codec::id_to_str(0);
+        let out = PyList::empty(py);
+        for ((it, key, is_item), found) in inputs.into_iter().zip(got) {
+            let obj = match found {
+                Some(raw) => {
+                    // An exact str / int key equals the stored one: reuse the caller's object.
+                    let key = if scalar
+                        && (key.is_exact_instance_of::<PyString>()
+                            || key.is_exact_instance_of::<PyInt>())
+                    {
+                        key
+                    } else {
+                        codec::decode_key(py, &self.spec, &raw.key, Some(&raw.value))?
+                            .into_bound(py)
+                    };
+                    let value = codec::decode_value(py, &raw.value)?.into_bound(py);
+                    maker.make(&key, &value, &codec::id_to_str(raw.id))?
+                }
+                None if is_item => it,
+                None => maker.make(&it, &none, &nil)?,
+            };
+            out.append(obj)?;
+        }
+        Ok(out)
     }
 
     /// (found, value) of the first item with `key`; does not move the cursor.

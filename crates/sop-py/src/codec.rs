@@ -397,6 +397,29 @@ pub fn encode_stored(
     Ok(out)
 }
 
+/// The JSON form of a key as stored in front of the values of composite stores (None for
+/// primitive-key stores, whose keys decode from the key bytes).
+pub fn stored_key_json(spec: &KeySpec, key: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if spec.composite() {
+        json_dumps(key).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// A stored value of a composite store with its full key replaced by `key_json` (the value
+/// itself is kept).
+pub fn restamp_key(key_json: &[u8], stored: &[u8]) -> PyResult<Vec<u8>> {
+    let (_, value) = split_stored(stored)?;
+    let len = u32::try_from(key_json.len()).map_err(|_| PyValueError::new_err("key too large"))?;
+    let mut out = Vec::with_capacity(5 + key_json.len() + value.len());
+    out.push(F_KEY);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(key_json);
+    out.extend_from_slice(value);
+    Ok(out)
+}
+
 /// Splits a stored value into (full key JSON if any, value object).
 fn split_stored(b: &[u8]) -> PyResult<(Option<&[u8]>, &[u8])> {
     let mut pos = 0;

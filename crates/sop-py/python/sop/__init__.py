@@ -555,6 +555,19 @@ def _pairs(args: tuple) -> list[tuple[Any, Any]]:
     return [(_plain(first), _plain(value))]
 
 
+def _lookups(arg: Any) -> list[tuple[Any, str | None]]:
+    """Item | list[Item] (or bare keys) -> [(key, id or None)] for lookups by key (and id)."""
+    items = arg if isinstance(arg, (list, tuple)) else [arg]
+    nil = NIL_UUID
+    out = []
+    for it in items:
+        if isinstance(it, Item):
+            out.append((_plain(it.key), None if not it.id or it.id == nil else str(it.id)))
+        else:
+            out.append((_plain(it), None))
+    return out
+
+
 class Btree:
     """A store opened in one transaction, with its own cursor. ``ctx`` is optional on every
     method. Keys: str, int, float, bytes (primitive stores) or dicts ordered by the store's
@@ -597,6 +610,22 @@ class Btree:
         if not all(type(x) in prim for x in keys):
             keys = [_plain(x.key if isinstance(x, Item) else x) for x in keys]
         return self._n.remove(keys)
+
+    def update_key(self, *args: Any) -> bool:
+        """``update_key(ctx, Item | list[Item])``: finds each item by its key (and id, when not
+        nil) and replaces the stored key by ``item.key``, which must compare equal to it: with an
+        index specification, fields outside it may change. False when any item is missing (or
+        its key would change the order); the others are updated."""
+        (arg,) = _strip_ctx(args)
+        return self._n.update_key(_lookups(arg))
+
+    def update_current_key(self, *args: Any) -> bool:
+        """``update_current_key(ctx, Item)``: replaces the key of the item under the cursor by
+        ``item.key`` (a key comparing equal to it); False when there is no current item or the
+        new key would change the order."""
+        (arg,) = _strip_ctx(args)
+        key = arg.key if isinstance(arg, Item) else arg
+        return self._n.update_current_key(_plain(key))
 
     # navigation ---------------------------------------------------------------------------
 
@@ -665,16 +694,9 @@ class Btree:
         """``get_values(ctx, Item | list[Item])``: point lookups by key (or key + id). A missing
         key comes back as the input item."""
         (arg,) = _strip_ctx(args)
-        items = arg if isinstance(arg, (list, tuple)) else [arg]
-        if not all(type(it) is Item for it in items):
-            items = [it if isinstance(it, Item) else Item(key=it) for it in items]
-        nil = NIL_UUID
-        req = [(it.key, None if it.id == nil or not it.id else it.id) for it in items]
-        prim = _PRIM
-        if not all(type(k) in prim for k, _ in req):
-            req = [(_plain(k), i) for k, i in req]
-        got = self._n.get_values(req)
-        return [it if t is None else Item(t[0], t[1], t[2]) for it, t in zip(items, got)]
+        if type(arg) is not list:
+            arg = list(arg) if isinstance(arg, tuple) else [arg]
+        return self._n.get_value_items(arg, Item, _plain)
 
     def count(self, ctx: Context | None = None) -> int:
         return self._n.count()
