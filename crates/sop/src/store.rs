@@ -760,15 +760,30 @@ impl RawBtree {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.with(|c| {
             c.read_point(key);
-            let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
-                return Ok(None);
-            };
-            match p.item() {
-                Some(i) if c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal => {
-                    let v = i.value.clone();
-                    c.read_value(&v).map(Some)
+            let shape = c.shape();
+            let root = c.root();
+            match btree::lookup(&mut c.nodes, &shape, root, key)? {
+                btree::Lookup::Found(leaf, idx) => match &*leaf {
+                    Node::Leaf(items) => match items.get(idx) {
+                        Some(i) => c.read_value(&i.value).map(Some),
+                        None => Ok(None),
+                    },
+                    Node::Internal { .. } => Ok(None),
+                },
+                btree::Lookup::Absent => Ok(None),
+                btree::Lookup::Ambiguous => {
+                    let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
+                        return Ok(None);
+                    };
+                    match p.item() {
+                        Some(i)
+                            if c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal =>
+                        {
+                            c.read_value(&i.value).map(Some)
+                        }
+                        _ => Ok(None),
+                    }
                 }
-                _ => Ok(None),
             }
         })
     }

@@ -161,6 +161,53 @@ pub fn descend<S: NodeStore>(
     }
 }
 
+/// The leaf and index of the first item with `key`, found without recording a path (point
+/// lookups). Returns `Lookup::Found`, `Lookup::Absent`, or `Lookup::Ambiguous` when the first item with
+/// `key` may lie in the next leaf (only possible in stores with duplicate keys, when a
+/// separator falls among the duplicates); the caller then uses [`seek`].
+pub fn lookup<S: NodeStore>(
+    store: &mut S,
+    shape: &Shape,
+    root: LogicalId,
+    key: &[u8],
+) -> Result<Lookup> {
+    if root == 0 {
+        return Ok(Lookup::Absent);
+    }
+    let mut cur = root;
+    loop {
+        let node = store.node(cur)?;
+        match &*node {
+            Node::Leaf(items) => {
+                let idx = lower_bound(shape, items, key, ItemId::MAX);
+                return Ok(match items.get(idx) {
+                    Some(it) if shape.order.keys(&it.key, key) == Ordering::Equal => {
+                        Lookup::Found(node, idx)
+                    }
+                    Some(_) => Lookup::Absent,
+                    None if shape.order.unique => Lookup::Absent,
+                    None => Lookup::Ambiguous,
+                });
+            }
+            Node::Internal { seps, children } => {
+                let i = child_index(shape, seps, key, ItemId::MAX);
+                cur = children.get(i).copied().unwrap_or_default();
+            }
+        }
+    }
+}
+
+/// Result of [`lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// The leaf and the index of the first item with the key.
+    Found(Arc<Node>, usize),
+    /// No item has the key.
+    Absent,
+    /// Undecided: use [`seek`].
+    Ambiguous,
+}
+
 /// Position of the first item `>= (key, id)` in a leaf.
 pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId) -> usize {
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)

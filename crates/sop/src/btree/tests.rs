@@ -182,6 +182,15 @@ proptest! {
             let ge = seek(&mut store, &shape, root, &key, ItemId::MAX, Seek::Ge).unwrap().map(|p| p.item().unwrap().key.to_vec());
             let want = items.iter().find(|(ik, _)| ik.as_slice() >= &key[..]).map(|(ik, _)| ik.clone());
             prop_assert_eq!(ge, want);
+            let first_id = items.iter().find(|(ik, _)| ik.as_slice() == &key[..]).map(|(_, id)| *id);
+            match lookup(&mut store, &shape, root, &key).unwrap() {
+                Lookup::Found(leaf, idx) => {
+                    let Node::Leaf(l) = &*leaf else { panic!("lookup returned an internal node") };
+                    prop_assert_eq!(Some(l[idx].id), first_id);
+                }
+                Lookup::Absent => prop_assert_eq!(first_id, None),
+                Lookup::Ambiguous => prop_assert!(!unique, "ambiguous lookup in a unique store"),
+            }
             let le = seek(&mut store, &shape, root, &key, 0, Seek::Le).unwrap().map(|p| p.item().unwrap().key.to_vec());
             let want = items.iter().rev().find(|(ik, _)| ik.as_slice() <= &key[..]).map(|(ik, _)| ik.clone());
             prop_assert_eq!(le, want);
