@@ -49,18 +49,7 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let workloads = Workload::parse_list(&cli.workload)?;
-    let names: Vec<String> = cli
-        .engines
-        .split(',')
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names.is_empty() {
-        bail!("no engine given");
-    }
-    for name in &names {
-        engines::check(name)?;
-    }
+    let names = engines::parse_list(&cli.engines)?;
     let cfg = EngineConfig {
         sync: !cli.no_sync,
         slot_length: cli.slot_length,

@@ -38,6 +38,30 @@ fn engine<T>(r: sop::Result<T>) -> PyResult<T> {
 }
 
 impl NativeBtree {
+    /// Looks up each (key, id) (the first item with the key when id is None), with the GIL
+    /// released; `None` for a missing item.
+    fn fetch(
+        &self,
+        py: Python<'_>,
+        enc: &[(Vec<u8>, Option<u128>)],
+    ) -> PyResult<Vec<Option<RawItem>>> {
+        engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
+            let mut out = Vec::with_capacity(enc.len());
+            for (k, id) in enc {
+                let found = match id {
+                    Some(id) => self.raw.find_with_id(k, *id)?,
+                    None => self.raw.find(k, true)?,
+                };
+                out.push(if found {
+                    self.raw.current_item()?
+                } else {
+                    None
+                });
+            }
+            Ok(out)
+        }))
+    }
+
     pub fn new(raw: RawBtree, spec: KeySpec, name: String) -> Self {
         NativeBtree {
             raw: Arc::new(raw),
@@ -375,21 +399,7 @@ impl NativeBtree {
             };
             enc.push((self.enc(k.bind(py))?, id));
         }
-        let got = engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
-            let mut out = Vec::with_capacity(enc.len());
-            for (k, id) in &enc {
-                let found = match id {
-                    Some(id) => self.raw.find_with_id(k, *id)?,
-                    None => self.raw.find(k, true)?,
-                };
-                out.push(if found {
-                    self.raw.current_item()?
-                } else {
-                    None
-                });
-            }
-            Ok(out)
-        }))?;
+        let got = self.fetch(py, &enc)?;
         got.iter()
             .map(|o| o.as_ref().map(|it| self.item(py, it, true)).transpose())
             .collect()
@@ -473,21 +483,7 @@ impl NativeBtree {
             enc.push((self.enc(&key)?, id));
             inputs.push((it, key, is_item));
         }
-        let got = engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
-            let mut out = Vec::with_capacity(enc.len());
-            for (k, id) in &enc {
-                let found = match id {
-                    Some(id) => self.raw.find_with_id(k, *id)?,
-                    None => self.raw.find(k, true)?,
-                };
-                out.push(if found {
-                    self.raw.current_item()?
-                } else {
-                    None
-                });
-            }
-            Ok(out)
-        }))?;
+        let got = self.fetch(py, &enc)?;
         let maker = ItemMaker::new(cls)?;
         let scalar = !self.spec.composite();
         let none = py.None().into_bound(py);

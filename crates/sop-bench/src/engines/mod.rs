@@ -52,6 +52,25 @@ pub fn available(name: &str) -> bool {
 
 /// Checks that `name` is known and built in.
 ///
+/// Parses a comma-separated engine list (`sop,redb`) and checks each name.
+///
+/// # Errors
+/// An empty list, an unknown engine, or one whose feature is off.
+pub fn parse_list(list: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        bail!("no engine given");
+    }
+    for name in &names {
+        check(name)?;
+    }
+    Ok(names)
+}
+
 /// # Errors
 /// An unknown engine, or one whose feature is off.
 pub fn check(name: &str) -> Result<()> {

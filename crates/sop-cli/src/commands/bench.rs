@@ -46,18 +46,7 @@ impl Drop for TempDir {
 /// `sop bench`.
 pub fn run(a: &BenchArgs, out: Out) -> Result<ExitCode> {
     let workloads = Workload::parse_list(&a.workload)?;
-    let names: Vec<String> = a
-        .engines
-        .split(',')
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names.is_empty() {
-        bail!("no engine given");
-    }
-    for name in &names {
-        engines::check(name)?;
-    }
+    let names = engines::parse_list(&a.engines)?;
     let cfg = EngineConfig {
         sync: !a.no_sync,
         slot_length: None,
