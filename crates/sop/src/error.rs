@@ -99,6 +99,14 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// The clustered-mode coordinator (Redis) failed or refused: unreachable, wrong password,
+    /// a script error. The database's files are unaffected.
+    #[error("coordinator: {0}")]
+    Coordinator(String),
+    /// A bounded wait ran out (the commit lease was not free, the coordinator did not answer).
+    /// Retryable: nothing was changed.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// An earlier I/O error stopped the database from accepting writes; reopen it.
     #[error("database is poisoned by an earlier I/O error; reopen it: {0}")]
     Poisoned(String),
@@ -108,7 +116,7 @@ impl Error {
     /// True when running the same transaction again may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict(_))
+        matches!(self, Error::Conflict(_) | Error::Timeout(_))
     }
 
     /// True when the error reports corrupted bytes on disk.

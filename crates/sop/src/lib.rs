@@ -28,6 +28,7 @@
 
 pub mod btree;
 pub mod cache;
+pub mod cluster;
 pub mod codec;
 mod db;
 pub mod error;
@@ -42,6 +43,7 @@ mod txn;
 pub mod types;
 
 pub use btree::ItemId;
+pub use cluster::{Coordinator, Lease, LocalCoordinator};
 pub use db::{Database, VerifyReport};
 pub use error::{Error, Result};
 pub use options::{
