@@ -43,7 +43,7 @@ mod txn;
 pub mod types;
 
 pub use btree::ItemId;
-pub use cluster::{Coordinator, Lease, LocalCoordinator};
+pub use cluster::{ClusterOptions, Coordinator, Lease, LocalCoordinator};
 pub use db::{Database, VerifyReport};
 pub use error::{Error, Result};
 pub use options::{

@@ -51,6 +51,18 @@ pub enum StoreOp {
     },
 }
 
+/// The keys one commit wrote in one store. Commit records carry them in clustered mode, so
+/// other processes can validate their transactions against this commit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WrittenKeys {
+    /// The store.
+    pub store: StoreId,
+    /// The keys, sorted in the store's order.
+    pub keys: Vec<Vec<u8>>,
+    /// The item count changed.
+    pub count_changed: bool,
+}
+
 /// The single record that makes a transaction durable and visible.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CommitRecord {
@@ -72,6 +84,8 @@ pub struct CommitRecord {
     pub store_ops: Vec<StoreOp>,
     /// Registry changes; an empty entry (version 0) removes the id.
     pub updates: Vec<(LogicalId, Entry)>,
+    /// Keys written (clustered mode only; empty otherwise).
+    pub writes: Vec<WrittenKeys>,
 }
 
 /// The catalog and registry as of one commit.

@@ -207,7 +207,7 @@ impl Ctx<'_> {
             ValuePlacement::SeparateBlob => Ok(ValueRef::Pending(Arc::new(value.to_vec()))),
             ValuePlacement::ActivelyPersisted => {
                 let shared = self.nodes.shared;
-                let id = shared.new_logical();
+                let id = shared.new_logical()?;
                 let store = self.nodes.store.meta.id;
                 let prefix = image_prefix(ImageId {
                     store,

@@ -21,7 +21,7 @@ pub fn insert<S: NodeStore>(
     item: Item,
 ) -> Result<bool> {
     if *root == 0 {
-        *root = store.alloc(Node::Leaf(vec![item]));
+        *root = store.alloc(Node::Leaf(vec![item]))?;
         return Ok(true);
     }
     let mut path = Path::new();
@@ -79,7 +79,7 @@ fn split_leaf<S: NodeStore>(
         },
         None => return Ok(()),
     };
-    let right_id = store.alloc(Node::Leaf(right));
+    let right_id = store.alloc(Node::Leaf(right))?;
     insert_into_parent(store, shape, root, path, id, sep, right_id)
 }
 
@@ -96,7 +96,7 @@ fn insert_into_parent<S: NodeStore>(
         *root = store.alloc(Node::Internal {
             seps: vec![sep],
             children: vec![left, right],
-        });
+        })?;
         return Ok(());
     };
     let split = {
@@ -118,7 +118,7 @@ fn insert_into_parent<S: NodeStore>(
         }
     };
     if let Some((promoted, seps, children)) = split {
-        let new_right = store.alloc(Node::Internal { seps, children });
+        let new_right = store.alloc(Node::Internal { seps, children })?;
         insert_into_parent(store, shape, root, path, pid, promoted, new_right)?;
     }
     Ok(())

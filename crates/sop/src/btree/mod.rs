@@ -105,7 +105,7 @@ pub trait NodeStore {
     /// A node to modify in place (copied on first write in a transaction).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
     /// Stores a new node, returning its new logical id.
-    fn alloc(&mut self, node: Node) -> LogicalId;
+    fn alloc(&mut self, node: Node) -> Result<LogicalId>;
     /// Frees a node that is no longer referenced.
     fn free(&mut self, id: LogicalId);
 }

@@ -22,10 +22,10 @@ impl NodeStore for Mem {
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         Ok(Arc::make_mut(self.nodes.get_mut(&id).expect("node exists")))
     }
-    fn alloc(&mut self, node: Node) -> LogicalId {
+    fn alloc(&mut self, node: Node) -> Result<LogicalId> {
         self.next += 1;
         self.nodes.insert(self.next, Arc::new(node));
-        self.next
+        Ok(self.next)
     }
     fn free(&mut self, id: LogicalId) {
         assert!(self.nodes.remove(&id).is_some(), "double free of {id}");

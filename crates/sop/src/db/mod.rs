@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! <folder>/dboptions.json    persisted options (checksummed text)
-//! <folder>/sop.lock          advisory lock: one process at a time in standalone mode
+//! <folder>/sop.lock          advisory lock: exclusive in standalone mode, shared in clustered mode
+//! <folder>/open.lock         serializes opening and closing (so "alone" checks are exact)
 //! <folder>/checkpoint.sop    catalog + registry snapshot
 //! <folder>/log/*.seg         node images, blobs, commit records
+//! <folder>/commits/<seq>     clustered mode: commit markers (see `cluster::markers`)
+//! <folder>/claims/*          clustered mode: id range claims (see `cluster::claims`)
+//! <folder>/cluster.id        clustered mode: the database id (coordinator namespace)
 //! ```
 //!
 //! Invariants:
@@ -14,6 +18,7 @@
 //! - a snapshot a transaction holds stays readable: segments are deleted only when no running
 //!   transaction's snapshot can reference them (see `space`).
 
+mod clustered;
 mod options_file;
 mod space;
 mod verify;
@@ -25,6 +30,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+pub(crate) use clustered::{catch_up, checkpoint as cluster_checkpoint, commit_point};
 pub(crate) use space::{Space, after_commit as after_commit_hook};
 pub use verify::VerifyReport;
 
@@ -41,6 +47,7 @@ use crate::storage::{FileStorage, Storage};
 use crate::txn::{History, Prepared, Transaction};
 
 const LOCK_FILE: &str = "sop.lock";
+const OPEN_LOCK: &str = "open.lock";
 const LOG_DIR: &str = "log";
 
 /// What the commit path owns exclusively.
@@ -90,6 +97,8 @@ pub(crate) struct Shared {
     snapshots: Mutex<BTreeMap<u64, usize>>,
     /// The last error of housekeeping work after a commit (checkpoint, compaction).
     background_error: Mutex<Option<String>>,
+    /// Clustered mode: the coordinator, markers and id claims.
+    pub cluster: Option<crate::cluster::Cluster>,
     _lock: Box<dyn Send + Sync + fmt::Debug>,
 }
 
@@ -126,7 +135,7 @@ impl Shared {
     }
 
     /// Marks `state` durable and publishes it.
-    fn mark_synced(&self, state: Arc<DbState>) -> Result<()> {
+    pub(crate) fn mark_synced(&self, state: Arc<DbState>) -> Result<()> {
         let mut s = self.sync.lock().map_err(poisoned)?;
         if state.seq > s.synced {
             s.synced = state.seq;
@@ -270,14 +279,54 @@ impl Shared {
         self.background_error.lock().ok()?.clone()
     }
 
-    /// A fresh store id.
-    pub fn new_store_id(&self) -> u32 {
-        self.next_store.fetch_add(1, Ordering::Relaxed)
+    /// A fresh store id (clustered mode: from this handle's claimed range).
+    pub fn new_store_id(&self) -> Result<u32> {
+        match &self.cluster {
+            None => Ok(self.next_store.fetch_add(1, Ordering::Relaxed)),
+            Some(_) => {
+                let floor = u64::from(self.state()?.next_store);
+                let id = clustered::allocate(self, crate::cluster::claims::Space::Store, floor)?;
+                u32::try_from(id)
+                    .map_err(|_| Error::InvalidArgument("store id space exhausted".into()))
+            }
+        }
     }
 
-    /// A fresh logical id.
-    pub fn new_logical(&self) -> u64 {
-        self.next_logical.fetch_add(1, Ordering::Relaxed)
+    /// A fresh logical id (clustered mode: from this handle's claimed range).
+    pub fn new_logical(&self) -> Result<u64> {
+        match &self.cluster {
+            None => Ok(self.next_logical.fetch_add(1, Ordering::Relaxed)),
+            Some(_) => {
+                let floor = self.state()?.next_logical;
+                clustered::allocate(self, crate::cluster::claims::Space::Logical, floor)
+            }
+        }
+    }
+
+    /// High-water marks of (logical ids, store ids) to stamp into a commit record on top of
+    /// `cur`.
+    pub fn high_water(&self, cur: &DbState) -> Result<(u64, u32)> {
+        match &self.cluster {
+            None => Ok((
+                self.next_logical.load(Ordering::Relaxed),
+                self.next_store.load(Ordering::Relaxed),
+            )),
+            Some(c) => {
+                let ids = c.ids.lock().map_err(poisoned)?;
+                let store = u32::try_from(ids.1.next).unwrap_or(u32::MAX);
+                Ok((cur.next_logical.max(ids.0.next), cur.next_store.max(store)))
+            }
+        }
+    }
+
+    /// Clustered mode: applies the commits other processes made since the last look, so a
+    /// transaction beginning now sees every commit acknowledged before. A no-op standalone.
+    pub fn refresh(&self) -> Result<()> {
+        if self.cluster.is_some() {
+            let mut ctx = self.commit_lock()?;
+            clustered::catch_up(self, &mut ctx)?;
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +334,11 @@ impl Drop for Shared {
     /// A clean close: checkpoint (so the next open replays nothing) and reclaim the log
     /// segments nothing needs. Best effort: the log already holds every commit.
     fn drop(&mut self) {
+        if self.cluster.is_some() {
+            // Other processes may still use the folder: the next process that opens it alone
+            // checkpoints and reclaims.
+            return;
+        }
         let Ok(mut ctx) = self.commit.lock() else {
             return;
         };
@@ -346,60 +400,18 @@ impl Database {
         opts.validate()?;
         if opts.db_type == DatabaseType::Clustered {
             return Err(Error::InvalidOption(
-                "clustered mode needs a coordinator; open it through the sop-redis crate".into(),
+                "clustered mode needs a coordinator: open it with Database::open_clustered \
+                 (the sop-redis crate provides one on Redis)"
+                    .into(),
             ));
         }
         let dir = opts.path.clone();
-        let opts_path = dir.join(options_file::FILE);
-        if !storage.exists(&opts_path) {
-            if storage.exists(&dir) {
-                let entries = storage.list(&dir).map_err(|e| Error::io(&dir, e))?;
-                // The lock and a temporary options file are the leftovers of a creation that
-                // was interrupted before the options file was in place: finish it.
-                if entries
-                    .iter()
-                    .any(|n| n != LOCK_FILE && n != options_file::TMP)
-                {
-                    return Err(Error::NotADatabase {
-                        path: dir,
-                        reason: format!(
-                            "the folder is not empty and has no {}",
-                            options_file::FILE
-                        ),
-                    });
-                }
-            } else if !opts.create_if_missing {
-                return Err(Error::NotADatabase {
-                    path: dir,
-                    reason: "the folder does not exist (set create_if_missing to create it)".into(),
-                });
-            }
-            storage
-                .create_dir_all(&dir)
-                .map_err(|e| Error::io(&dir, e))?;
-        }
-        let lock = storage.lock_exclusive(&dir.join(LOCK_FILE)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked {
-                    path: dir.clone(),
-                    detail: "another process (or another Database handle in this process) has it open; \
-                             a standalone database has one owner at a time (share a Database by cloning it)"
-                        .into(),
-                }
-            } else {
-                Error::io(dir.join(LOCK_FILE), e)
-            }
-        })?;
-        let mut effective = opts.clone();
-        if storage.exists(&opts_path) {
-            let persisted = options_file::read(&*storage, &dir)?;
-            effective.path = dir.clone();
-            if persisted != effective {
-                options_file::write(&*storage, &dir, &effective)?;
-            }
-        } else {
-            options_file::write(&*storage, &dir, &effective)?;
-        }
+        prepare_folder(&opts, &*storage)?;
+        let open_lock = lock_with_wait(&*storage, &dir.join(OPEN_LOCK), OPEN_WAIT)?;
+        let lock = storage
+            .lock_exclusive(&dir.join(LOCK_FILE))
+            .map_err(|e| lock_error(&dir, e))?;
+        let effective = load_options(&opts, &*storage, true)?;
 
         let log_dir = dir.join(LOG_DIR);
         storage
@@ -408,8 +420,15 @@ impl Database {
         storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         let files = Arc::new(LogFiles::new(Arc::clone(&storage), log_dir));
         let ckpt = log::read_checkpoint(&*storage, &dir)?;
-        let ckpt_info = ckpt.as_ref().map(|c| (c.state.seq, c.seg));
-        let rec = log::recover(&files, ckpt)?;
+        let (rec, ckpt_info) = if ckpt.as_ref().is_some_and(|c| c.seg == 0) {
+            // Last used in clustered mode: follow the commit markers, then start a log of our
+            // own after every existing segment.
+            clustered::leave_cluster(&files, &dir, ckpt)?
+        } else {
+            let info = ckpt.as_ref().map(|c| (c.state.seq, c.seg));
+            (log::recover(&files, ckpt)?, info)
+        };
+        drop(open_lock);
         let file = files.file(rec.seg)?;
         let writer = LogWriter::new(
             Arc::clone(&files),
@@ -422,11 +441,31 @@ impl Database {
         );
         let exact = rec.replayed == 0 && rec.truncated == 0;
         let space = Space::rebuild(&files, &rec.state, ckpt_info.filter(|_| exact))?;
+        let needs_checkpoint = !exact;
+        let db = Database::assemble(effective, storage, files, rec, writer, space, None, lock)?;
+        if needs_checkpoint {
+            db.checkpoint()?;
+        }
+        Ok(db)
+    }
+
+    /// Builds the handle around a recovered state.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        effective: DatabaseOptions,
+        storage: Arc<dyn Storage>,
+        files: Arc<LogFiles>,
+        rec: log::Recovered,
+        writer: LogWriter,
+        space: Space,
+        cluster: Option<crate::cluster::Cluster>,
+        lock: Box<dyn Send + Sync + fmt::Debug>,
+    ) -> Result<Database> {
         let mut prepared = FastMap::default();
         for (id, raw) in &rec.in_doubt {
             let p = Prepared::decode(raw).map_err(|e| {
                 Error::corruption(
-                    dir.join("log"),
+                    effective.path.join("log"),
                     0,
                     format!("prepared transaction {id:032x}: {e}"),
                 )
@@ -461,15 +500,12 @@ impl Database {
             comparators: RwLock::new(HashMap::new()),
             snapshots: Mutex::new(BTreeMap::new()),
             background_error: Mutex::new(None),
+            cluster,
             _lock: lock,
         };
-        let db = Database {
+        Ok(Database {
             shared: Arc::new(shared),
-        };
-        if rec.replayed > 0 || rec.truncated > 0 {
-            db.checkpoint()?;
-        }
-        Ok(db)
+        })
     }
 
     /// Reads the persisted options of the database in `path` without opening it (SOP's
@@ -606,6 +642,7 @@ impl Database {
     /// # Errors
     /// [`Error::Poisoned`] if a lock was poisoned.
     pub fn store_names(&self) -> Result<Vec<String>> {
+        self.shared.refresh()?;
         Ok(self.shared.state()?.stores.keys().cloned().collect())
     }
 
@@ -616,6 +653,10 @@ impl Database {
     pub fn checkpoint(&self) -> Result<()> {
         let mut ctx = self.shared.commit_lock()?;
         let ctx = &mut *ctx;
+        if self.shared.cluster.is_some() {
+            catch_up(&self.shared, ctx)?;
+            return cluster_checkpoint(&self.shared, ctx);
+        }
         let state = Arc::clone(&ctx.latest);
         ctx.space
             .checkpoint(&self.shared, &mut ctx.writer, &state, &ctx.in_doubt)?;
@@ -652,6 +693,102 @@ impl Database {
     /// # Errors
     /// [`Error::Poisoned`] if a lock was poisoned.
     pub fn commit_seq(&self) -> Result<u64> {
+        self.shared.refresh()?;
         Ok(self.shared.state()?.seq)
+    }
+}
+
+/// How long opening waits for another process that is opening or closing the folder.
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Checks that the folder holds a database (or may become one) and creates it if asked.
+fn prepare_folder(opts: &DatabaseOptions, storage: &dyn Storage) -> Result<()> {
+    let dir = &opts.path;
+    let opts_path = dir.join(options_file::FILE);
+    if storage.exists(&opts_path) {
+        return Ok(());
+    }
+    if storage.exists(dir) {
+        let entries = storage.list(dir).map_err(|e| Error::io(dir, e))?;
+        // The locks and a temporary options file are the leftovers of a creation that was
+        // interrupted before the options file was in place: finish it.
+        if entries
+            .iter()
+            .any(|n| n != LOCK_FILE && n != OPEN_LOCK && n != options_file::TMP)
+        {
+            return Err(Error::NotADatabase {
+                path: dir.clone(),
+                reason: format!("the folder is not empty and has no {}", options_file::FILE),
+            });
+        }
+    } else if !opts.create_if_missing {
+        return Err(Error::NotADatabase {
+            path: dir.clone(),
+            reason: "the folder does not exist (set create_if_missing to create it)".into(),
+        });
+    }
+    storage.create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The options in effect: the persisted ones updated with `opts` (written back when `write`
+/// and they differ), or `opts` for a new database.
+fn load_options(
+    opts: &DatabaseOptions,
+    storage: &dyn Storage,
+    write: bool,
+) -> Result<DatabaseOptions> {
+    let dir = &opts.path;
+    let mut effective = opts.clone();
+    if storage.exists(&dir.join(options_file::FILE)) {
+        let persisted = options_file::read(storage, dir)?;
+        effective.path = dir.clone();
+        if write && persisted != effective {
+            options_file::write(storage, dir, &effective)?;
+        }
+    } else {
+        options_file::write(storage, dir, &effective)?;
+    }
+    Ok(effective)
+}
+
+fn lock_error(dir: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Error::Locked {
+            path: dir.to_path_buf(),
+            detail: "another process (or another Database handle in this process) has it open; \
+                     a standalone database has one owner at a time (share a Database by cloning \
+                     it), and a clustered one excludes standalone owners"
+                .into(),
+        }
+    } else {
+        Error::io(dir.join(LOCK_FILE), e)
+    }
+}
+
+/// Takes an exclusive lock, retrying while another holder has it, for at most `wait`.
+fn lock_with_wait(
+    storage: &dyn Storage,
+    path: &Path,
+    wait: Duration,
+) -> Result<Box<dyn Send + Sync + fmt::Debug>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match storage.lock_exclusive(path) {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Timeout(format!(
+                    "{} stayed locked for {wait:?} (another process is opening or closing the \
+                     database)",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
     }
 }

@@ -174,6 +174,14 @@ impl Space {
 /// Work done after every commit, still under the commit lock: checkpoint when the log has
 /// grown, compact one mostly-garbage segment, delete unreachable segments.
 pub(crate) fn after_commit(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+    if shared.cluster.is_some() {
+        // Other processes may read any segment: compaction and deletion wait for a process
+        // that holds the folder alone; checkpoints bound the markers a newcomer replays.
+        if ctx.writer.since_checkpoint >= shared.opts.checkpoint_bytes {
+            super::cluster_checkpoint(shared, ctx)?;
+        }
+        return Ok(());
+    }
     let wseg = ctx.writer.position().0;
     if let Some(seg) = ctx.space.compaction_candidate(&shared.files, wseg)? {
         crate::txn::relocate(shared, ctx, seg)?;

@@ -9,7 +9,8 @@
 //!          in-doubt count varint | prepare payloads (varint length + bytes)
 //! ```
 //!
-//! It is replaced atomically: written to `checkpoint.tmp`, synced, renamed over
+//! A checkpoint written in clustered mode has segment 0 (no log position: recovery follows the
+//! commit markers from its `seq` instead of scanning a log). It is replaced atomically: written to `checkpoint.tmp`, synced, renamed over
 //! `checkpoint.sop`, and the folder synced. The log up to the recorded position is synced
 //! before the checkpoint is written, so everything it points at is durable.
 
@@ -52,6 +53,21 @@ pub fn write_checkpoint(
     off: u64,
     in_doubt: &BTreeMap<u128, Vec<u8>>,
 ) -> Result<()> {
+    write_checkpoint_via(storage, dir, TMP, state, seg, off, in_doubt)
+}
+
+/// [`write_checkpoint`] through the temporary file `tmp` (clustered mode: one per process, so
+/// processes checkpointing at once do not collide; the last rename wins, and any of them is a
+/// valid starting point because commit markers are kept while the cluster runs).
+pub fn write_checkpoint_via(
+    storage: &dyn Storage,
+    dir: &Path,
+    tmp: &str,
+    state: &DbState,
+    seg: u32,
+    off: u64,
+    in_doubt: &BTreeMap<u128, Vec<u8>>,
+) -> Result<()> {
     let mut w = Writer::default();
     w.u64(state.seq);
     w.u32(seg);
@@ -79,7 +95,7 @@ pub fn write_checkpoint(
     out.extend_from_slice(&record::crc(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
 
-    replace_file(storage, dir, TMP, FILE, &out)
+    replace_file(storage, dir, tmp, FILE, &out)
 }
 
 /// Reads the checkpoint, if there is one.

@@ -110,6 +110,29 @@ impl LogFiles {
             .storage
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io(&path, e))?;
+        self.init(seg, f)
+    }
+
+    /// Creates the first free segment numbered above `after` (clustered mode: segment numbers
+    /// are claimed by exclusive creation, so each segment has one writer).
+    pub fn create_next(&self, after: u32) -> Result<(u32, Arc<dyn StorageFile>)> {
+        let mut seg = after + 1;
+        loop {
+            let path = self.path(seg);
+            match self.storage.open(&path, OpenMode::CreateNew) {
+                Ok(f) => return Ok((seg, self.init(seg, f)?)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    seg = seg.checked_add(1).ok_or_else(|| {
+                        Error::InvalidArgument("segment numbers exhausted".into())
+                    })?;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+
+    fn init(&self, seg: u32, f: Arc<dyn StorageFile>) -> Result<Arc<dyn StorageFile>> {
+        let path = self.path(seg);
         let mut h = [0u8; SEGMENT_HEADER as usize];
         h[..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&FORMAT.to_le_bytes());

@@ -18,7 +18,7 @@ pub mod record;
 mod recovery;
 mod writer;
 
-pub use checkpoint::{Checkpoint, read_checkpoint, write_checkpoint};
+pub use checkpoint::{Checkpoint, read_checkpoint, write_checkpoint, write_checkpoint_via};
 pub use files::{LogFiles, RecordBuf, SEGMENT_HEADER};
 pub use recovery::{Recovered, recover};
 pub use writer::LogWriter;

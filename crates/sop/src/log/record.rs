@@ -18,7 +18,7 @@
 use crate::codec::{Crc32c, DecodeError, Reader, Writer, crc32c};
 use crate::options::StoreOptions;
 use crate::registry::{Entry, Location, LogicalId};
-use crate::state::{CommitRecord, StoreMeta, StoreOp};
+use crate::state::{CommitRecord, StoreMeta, StoreOp, WrittenKeys};
 
 /// Bytes of the record header.
 pub const HEADER: usize = 12;
@@ -284,6 +284,19 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
     for (id, e) in &c.updates {
         put_entry(&mut w, *id, e);
     }
+    if !c.writes.is_empty() {
+        // Optional trailing section: the keys written (clustered mode).
+        w.u8(1);
+        w.varint(c.writes.len() as u64);
+        for sw in &c.writes {
+            w.u32(sw.store);
+            w.u8(u8::from(sw.count_changed));
+            w.varint(sw.keys.len() as u64);
+            for k in &sw.keys {
+                w.bytes(k);
+            }
+        }
+    }
     w.buf
 }
 
@@ -324,6 +337,38 @@ pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
     c.updates.reserve(n);
     for _ in 0..n {
         c.updates.push(get_entry(&mut r)?);
+    }
+    if r.remaining() > 0 {
+        if r.u8("commit section tag")? != 1 {
+            return Err(DecodeError {
+                at: r.pos(),
+                what: "unknown commit section",
+            });
+        }
+        let n = r.count(6, "written store count")?;
+        for _ in 0..n {
+            let store = r.u32("written store")?;
+            let count_changed = match r.u8("count changed")? {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(DecodeError {
+                        at: r.pos(),
+                        what: "bad count-changed flag",
+                    });
+                }
+            };
+            let nk = r.count(1, "written key count")?;
+            let mut keys = Vec::with_capacity(nk);
+            for _ in 0..nk {
+                keys.push(r.bytes("written key")?.to_vec());
+            }
+            c.writes.push(WrittenKeys {
+                store,
+                keys,
+                count_changed,
+            });
+        }
     }
     r.finish("trailing bytes in commit")?;
     Ok(c)
@@ -390,6 +435,11 @@ mod tests {
                     store: 3,
                 },
             )],
+            writes: vec![WrittenKeys {
+                store: 3,
+                keys: vec![b"a".to_vec(), b"bc".to_vec()],
+                count_changed: true,
+            }],
         };
         let bytes = encode_commit(&c);
         assert_eq!(decode_commit(&bytes), Ok(c));

@@ -32,6 +32,9 @@ pub struct LogWriter {
     pub since_checkpoint: u64,
     poisoned: Option<String>,
     unsynced: bool,
+    /// Clustered mode: other processes create segments too, so a new segment takes the first
+    /// free number.
+    shared_namespace: bool,
 }
 
 impl LogWriter {
@@ -56,7 +59,15 @@ impl LogWriter {
             since_checkpoint: 0,
             poisoned: None,
             unsynced: false,
+            shared_namespace: false,
         }
+    }
+
+    /// Clustered mode: new segments take the first free number (see `LogFiles::create_next`).
+    #[must_use]
+    pub fn with_shared_namespace(mut self) -> Self {
+        self.shared_namespace = true;
+        self
     }
 
     /// The segment files.
@@ -107,9 +118,15 @@ impl LogWriter {
             self.file.sync().map_err(|e| Error::io(path, e))?;
             self.unsynced = false;
         }
-        let next = self.seg + 1;
-        self.file = self.files.create(next)?;
-        self.seg = next;
+        if self.shared_namespace {
+            let (seg, file) = self.files.create_next(self.seg)?;
+            self.file = file;
+            self.seg = seg;
+        } else {
+            let next = self.seg + 1;
+            self.file = self.files.create(next)?;
+            self.seg = next;
+        }
         self.end = SEGMENT_HEADER;
         Ok(())
     }

@@ -145,6 +145,47 @@ impl Storage for FileStorage {
             Err(TryLockError::Error(e)) => Err(with_path(e, "cannot lock", path)),
         }
     }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| with_path(e, "cannot open lock file", path))?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Box::new(FileLock {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Err(TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("locked exclusively by another holder: {}", path.display()),
+            )),
+            Err(TryLockError::Error(e)) => Err(with_path(e, "cannot lock", path)),
+        }
+    }
+
+    fn create_link(&self, path: &Path, target: &str) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                e
+            } else {
+                with_path(e, "cannot create link", path)
+            }
+        })
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<String> {
+        let t = fs::read_link(path)?;
+        t.into_os_string().into_string().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("link target is not UTF-8: {}", path.display()),
+            )
+        })
+    }
 }
 
 /// The guard of [`FileStorage::lock_exclusive`]: owns the locked file; dropping it closes the

@@ -65,6 +65,34 @@ pub trait Storage: Send + Sync + Debug {
     /// Takes an exclusive advisory lock on the file for the life of the returned guard.
     /// Fails with `WouldBlock` when another holder has it.
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>>;
+    /// Takes a shared advisory lock (many shared holders, no exclusive one). Fails with
+    /// `WouldBlock` when an exclusive holder has it. Backends without it (needed only by
+    /// clustered mode) return `Unsupported`.
+    fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>> {
+        Err(unsupported("shared locks", path))
+    }
+    /// Creates the symbolic link `path` -> `target` atomically, failing with `AlreadyExists`
+    /// when `path` exists (the compare-and-set clustered mode decides commits with). Durable
+    /// after `sync_dir` on the parent. Backends without it return `Unsupported`.
+    fn create_link(&self, path: &Path, target: &str) -> io::Result<()> {
+        let _ = target;
+        Err(unsupported("symbolic links", path))
+    }
+    /// Reads the target of a symbolic link made by [`Storage::create_link`] (`NotFound` when
+    /// there is none).
+    fn read_link(&self, path: &Path) -> io::Result<String> {
+        Err(unsupported("symbolic links", path))
+    }
+}
+
+fn unsupported(what: &str, path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "this storage backend has no {what} (clustered mode needs FileStorage): {}",
+            path.display()
+        ),
+    )
 }
 
 /// One open file.

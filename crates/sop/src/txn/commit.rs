@@ -33,7 +33,7 @@ use crate::fasthash::FastMap;
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::TransactionMode;
 use crate::registry::{Entry, Location, LogicalId};
-use crate::state::{CommitRecord, DbState, StoreId, StoreOp};
+use crate::state::{CommitRecord, DbState, StoreId, StoreOp, WrittenKeys};
 
 /// What one commit changed, kept while older snapshots may still validate against it.
 #[derive(Debug)]
@@ -120,6 +120,9 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         return Err(Error::TransactionTimeout(st.max));
     }
     let shared = Arc::clone(&st.shared);
+    if shared.cluster.is_some() {
+        return commit_clustered(st, &shared);
+    }
     let seq = {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
@@ -129,6 +132,36 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
     finish_commit(&shared, seq)
+}
+
+/// A commit in clustered mode: under the commit lease, catch up with the other processes,
+/// validate and merge against the result, write, and decide with the commit marker.
+fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Err(Error::InvalidArgument("not clustered".into()));
+    };
+    let mut guard = shared.commit_lock()?;
+    let ctx = &mut *guard;
+    let lease = c
+        .coordinator
+        .acquire_commit_lease(c.opts.lease_ttl, c.opts.lease_wait)?;
+    let r = (|| {
+        crate::db::catch_up(shared, ctx)?;
+        let cur = Arc::clone(&ctx.latest);
+        validate(st, &cur, &ctx.history, &ctx.prepared)?;
+        let batch = prepare(st, &cur)?;
+        write_commit_with(shared, ctx, &cur, batch, st.id, &mut |ctx, seq, loc| {
+            crate::db::commit_point(shared, ctx, &lease, seq, loc)
+        })
+    })();
+    // A failed release only delays the others until the lease expires.
+    let _ = c.coordinator.release_commit_lease(&lease, ctx.latest.seq);
+    let next = r?;
+    shared.mark_synced(next)?;
+    if let Err(e) = crate::db::after_commit_hook(shared, ctx) {
+        shared.note_background_error(&e);
+    }
+    Ok(())
 }
 
 /// Waits for commit `seq` to be durable, then does the housekeeping.
@@ -151,6 +184,13 @@ fn finish_commit(shared: &Shared, seq: u64) -> Result<()> {
 pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()> {
     if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
         return Ok(());
+    }
+    if st.shared.cluster.is_some() {
+        return Err(Error::InvalidArgument(
+            "two-phase commit is not available in clustered mode yet (prepared transactions \
+             would have to block other processes' commits); commit with Transaction::commit"
+                .into(),
+        ));
     }
     if st.started.elapsed() > st.max {
         return Err(Error::TransactionTimeout(st.max));
@@ -397,7 +437,7 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
             if let Node::Leaf(items) = Arc::make_mut(&mut d.node) {
                 for it in items.iter_mut() {
                     if let ValueRef::Pending(v) = &it.value {
-                        let id = shared.new_logical();
+                        let id = shared.new_logical()?;
                         b.add_image(
                             Kind::Blob,
                             ImageId {
@@ -473,21 +513,52 @@ pub(crate) fn write_commit(
     shared: &Shared,
     ctx: &mut CommitCtx,
     cur: &DbState,
+    b: Batch,
+    txn_id: u128,
+) -> Result<Arc<DbState>> {
+    write_commit_with(shared, ctx, cur, b, txn_id, &mut |_, _, _| Ok(()))
+}
+
+/// What decides a written commit before it is applied (clustered mode: the commit point).
+type Decide<'a> = dyn FnMut(&mut CommitCtx, u64, Location) -> Result<()> + 'a;
+
+/// [`write_commit`], calling `decide` with the commit's seq and record location after the
+/// write and before the commit is applied; an error from it leaves the state unchanged (the
+/// written bytes stay unreferenced).
+fn write_commit_with(
+    shared: &Shared,
+    ctx: &mut CommitCtx,
+    cur: &DbState,
     mut b: Batch,
     txn_id: u128,
+    decide: &mut Decide<'_>,
 ) -> Result<Arc<DbState>> {
     let n_updates = b.images.len() + b.placed.len() + b.removals.len();
     let estimate = b.bytes.len() + 256 + n_updates * record::ENTRY_BYTES + b.store_ops.len() * 256;
     let (seg, start) = ctx.writer.reserve(estimate as u64)?;
+    let (next_logical, next_store) = shared.high_water(cur)?;
+    let writes = if shared.cluster.is_some() {
+        b.writes
+            .iter()
+            .map(|w| WrittenKeys {
+                store: w.store,
+                keys: w.keys.iter().map(|k| k.to_vec()).collect(),
+                count_changed: w.count_changed,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut rec = CommitRecord {
         seq: cur.seq + 1,
         durable: ctx.writer.durable_seq(),
         txn_id,
-        next_logical: shared.next_logical.load(Ordering::Relaxed),
+        next_logical,
         next_item: shared.next_item.load(Ordering::Relaxed),
-        next_store: shared.next_store.load(Ordering::Relaxed),
+        next_store,
         store_ops: std::mem::take(&mut b.store_ops),
         updates: Vec::with_capacity(n_updates),
+        writes,
     };
     for im in &b.images {
         rec.updates.push((
@@ -507,8 +578,15 @@ pub(crate) fn write_commit(
     rec.updates
         .extend(b.removals.iter().map(|id| (*id, Entry::default())));
     let payload = record::encode_commit(&rec);
+    let rec_rel = b.bytes.len() as u64;
     record::frame(&mut b.bytes, Kind::Commit, &[&payload]);
     ctx.writer.write(&b.bytes)?;
+    let rec_loc = Location {
+        seg,
+        off: start + rec_rel,
+        len: (b.bytes.len() as u64 - rec_rel) as u32,
+    };
+    decide(ctx, rec.seq, rec_loc)?;
     let mut next = cur.clone();
     let replaced = next.apply(&rec);
     for (_, e) in &b.placed {
@@ -532,13 +610,7 @@ pub(crate) fn write_commit(
             stores: std::mem::take(&mut b.writes),
         });
     }
-    // Published first: a transaction beginning after this read has a snapshot at least as
-    // new, so nothing it needs is trimmed.
-    let published = shared.published_seq();
-    let keep_after = shared.oldest_snapshot().unwrap_or(u64::MAX).min(published);
-    while ctx.history.front().is_some_and(|h| h.seq <= keep_after) {
-        ctx.history.pop_front();
-    }
+    trim_history(shared, ctx);
     for (im, (_, e)) in b.images.iter().zip(&rec.updates) {
         if let Some(n) = &im.node {
             shared.cache.insert(e.loc, Arc::clone(n));
@@ -570,4 +642,15 @@ pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result
     }
     write_commit(shared, ctx, &cur, b, 0)?;
     shared.sync_inline(ctx)
+}
+
+/// Drops the history no running or future transaction can validate against.
+pub(crate) fn trim_history(shared: &Shared, ctx: &mut CommitCtx) {
+    // Published first: a transaction beginning after this read has a snapshot at least as
+    // new, so nothing it needs is trimmed.
+    let published = shared.published_seq();
+    let keep_after = shared.oldest_snapshot().unwrap_or(u64::MAX).min(published);
+    while ctx.history.front().is_some_and(|h| h.seq <= keep_after) {
+        ctx.history.pop_front();
+    }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub(crate) use commit::{History, relocate};
+pub(crate) use commit::{HistEntry, History, StoreWrites, relocate, trim_history};
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 pub(crate) use prepared::Prepared;
 
@@ -202,7 +202,7 @@ impl TxnState {
             Err(Error::StoreNotFound(_)) => {
                 self.check_writable()?;
                 let shape = self.shape_for(options)?;
-                let id = self.shared.new_store_id();
+                let id = self.shared.new_store_id()?;
                 let ts = TxnStore {
                     meta: StoreMeta {
                         id,
@@ -313,6 +313,7 @@ impl Transaction {
         mode: TransactionMode,
         max: Duration,
     ) -> Result<Transaction> {
+        shared.refresh()?;
         let snapshot = shared.take_snapshot()?;
         let id = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(..));
         let st = TxnState {

@@ -185,8 +185,8 @@ impl NodeStore for TxnNodes<'_> {
         }
     }
 
-    fn alloc(&mut self, node: Node) -> LogicalId {
-        let id = self.shared.new_logical();
+    fn alloc(&mut self, node: Node) -> Result<LogicalId> {
+        let id = self.shared.new_logical()?;
         self.store.dirty.insert(
             id,
             Dirty {
@@ -195,7 +195,7 @@ impl NodeStore for TxnNodes<'_> {
             },
         );
         self.store.changes += 1;
-        id
+        Ok(id)
     }
 
     fn free(&mut self, id: LogicalId) {

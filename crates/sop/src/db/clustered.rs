@@ -1,0 +1,378 @@
+//! Clustered mode on the database handle: opening (alone or joining), catching up with other
+//! processes' commits, the commit point, id allocation, checkpoints.
+//!
+//! Invariants (see `docs/adr/0004-clustered-commit-protocol.md`):
+//! - every process holds `sop.lock` shared; a standalone owner holds it exclusively, so the two
+//!   modes never run on a folder at once; opening and closing are serialized by `open.lock`;
+//! - a process that finds itself alone (the exclusive lock is free) recovers, writes a
+//!   clustered checkpoint (segment 0) and only then deletes markers, claims and empty
+//!   segments: nothing another process could need;
+//! - the state moves forward only by applying commit `seq + 1` named by its marker, whether
+//!   this process or another wrote it;
+//! - a commit is acknowledged only after its record is durable, its marker created (the
+//!   decision) and the marker folder synced.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{
+    CommitCtx, Database, LOCK_FILE, LOG_DIR, OPEN_LOCK, Shared, Space, load_options, lock_error,
+    lock_with_wait, prepare_folder,
+};
+use crate::cluster::{self, Cluster, ClusterOptions, Coordinator, Lease, claims, markers};
+use crate::error::{Error, Result};
+use crate::log::{self, Checkpoint, LogFiles, LogWriter, SEGMENT_HEADER};
+use crate::options::{DatabaseOptions, DatabaseType};
+use crate::registry::Location;
+use crate::state::DbState;
+use crate::storage::{FileStorage, Storage};
+use crate::txn::{HistEntry, StoreWrites};
+
+/// Applies every commit named by a marker after `state.seq`; returns how many.
+fn replay(files: &LogFiles, markers_dir: &std::path::Path, state: &mut DbState) -> Result<u64> {
+    let mut n = 0;
+    while let Some(rec) = cluster::next_commit(files, markers_dir, state.seq)? {
+        state.apply(&rec);
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn checkpoint_tmp(instance: u64) -> String {
+    format!("checkpoint.{instance:016x}.tmp")
+}
+
+/// Standalone open of a folder last used in clustered mode: replays the markers after the
+/// clustered checkpoint, starts a log of its own after every existing segment, and writes a
+/// standalone checkpoint there; then the markers and claims are dropped.
+pub(super) fn leave_cluster(
+    files: &Arc<LogFiles>,
+    dir: &std::path::Path,
+    ckpt: Option<Checkpoint>,
+) -> Result<(log::Recovered, Option<(u64, u32)>)> {
+    let storage = Arc::clone(files.storage());
+    let Some(c) = ckpt else {
+        return Err(Error::InvalidArgument("no checkpoint to leave".into()));
+    };
+    let mut state = c.state;
+    let mdir = dir.join(markers::DIR);
+    replay(files, &mdir, &mut state)?;
+    let last = files.list()?.last().copied().unwrap_or(0);
+    let (seg, _) = files.create_next(last)?;
+    log::write_checkpoint(&*storage, dir, &state, seg, SEGMENT_HEADER, &c.in_doubt)?;
+    markers::remove_upto(&*storage, &mdir, u64::MAX)?;
+    claims::remove_all(&*storage, &dir.join(claims::DIR))?;
+    let info = Some((state.seq, seg));
+    Ok((
+        log::Recovered {
+            state,
+            seg,
+            end: SEGMENT_HEADER,
+            replayed: 0,
+            truncated: 0,
+            in_doubt: c.in_doubt,
+        },
+        info,
+    ))
+}
+
+impl Database {
+    /// Opens the database in `opts.path` in clustered mode: several processes (each with its
+    /// own handle) may open the folder at once and run transactions on it concurrently, with
+    /// the same validation and merge rules as between threads. `connect` is called with the
+    /// database id (a random id kept in the folder) and returns the coordinator, namespaced by
+    /// that id (see the `sop-redis` crate for Redis).
+    ///
+    /// The folder is the same as in standalone mode: a database can be reopened in either
+    /// mode, but not in both at once ([`Error::Locked`]).
+    ///
+    /// # Errors
+    /// As [`Database::open`]; [`Error::Coordinator`] or [`Error::Timeout`] when the coordinator
+    /// cannot be reached; [`Error::InvalidArgument`] when in-doubt two-phase transactions must
+    /// first be resolved in standalone mode.
+    pub fn open_clustered(
+        opts: DatabaseOptions,
+        cluster: ClusterOptions,
+        connect: impl FnOnce(&str) -> Result<Arc<dyn Coordinator>>,
+    ) -> Result<Database> {
+        let storage: Arc<dyn Storage> = if opts.direct_io {
+            Arc::new(FileStorage::direct())
+        } else {
+            Arc::new(FileStorage::new())
+        };
+        let mut opts = opts;
+        opts.db_type = DatabaseType::Clustered;
+        opts.validate()?;
+        let dir = opts.path.clone();
+        prepare_folder(&opts, &*storage)?;
+        let open_lock = lock_with_wait(&*storage, &dir.join(OPEN_LOCK), cluster.open_wait)?;
+        let log_dir = dir.join(LOG_DIR);
+        let mdir = dir.join(markers::DIR);
+        let files = Arc::new(LogFiles::new(Arc::clone(&storage), log_dir.clone()));
+        let instance = fastrand::u64(..);
+        let (effective, state, lock) = match storage.lock_exclusive(&dir.join(LOCK_FILE)) {
+            Ok(exclusive) => {
+                let effective = load_options(&opts, &*storage, true)?;
+                for d in [&log_dir, &mdir] {
+                    storage.create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                }
+                storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                let state = recover_alone(&files, &dir, instance)?;
+                drop(exclusive);
+                let shared = storage
+                    .lock_shared(&dir.join(LOCK_FILE))
+                    .map_err(|e| lock_error(&dir, e))?;
+                (effective, state, shared)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let shared = storage
+                    .lock_shared(&dir.join(LOCK_FILE))
+                    .map_err(|e| lock_error(&dir, e))?;
+                let effective = load_options(&opts, &*storage, false)?;
+                let ckpt = log::read_checkpoint(&*storage, &dir)?;
+                let mut state = match ckpt {
+                    Some(c) if c.seg == 0 => c.state,
+                    _ => {
+                        return Err(Error::corruption(
+                            dir.join("checkpoint.sop"),
+                            0,
+                            "other processes have the database open in clustered mode, \
+                             but its checkpoint is not a clustered one",
+                        ));
+                    }
+                };
+                replay(&files, &mdir, &mut state)?;
+                (effective, state, shared)
+            }
+            Err(e) => return Err(Error::io(dir.join(LOCK_FILE), e)),
+        };
+        let db_id = cluster::database_id(&*storage, &dir, false)?;
+        let coordinator = connect(&db_id)?;
+        let last = files.list()?.last().copied().unwrap_or(0);
+        let (seg, file) = files.create_next(last)?;
+        drop(open_lock);
+        let writer = LogWriter::new(
+            Arc::clone(&files),
+            seg,
+            file,
+            SEGMENT_HEADER,
+            effective.segment_bytes,
+            effective.durability,
+            state.seq,
+        )
+        .with_shared_namespace();
+        let space = Space::rebuild(&files, &state, None)?;
+        let c = Cluster {
+            coordinator,
+            opts: cluster,
+            db_id,
+            instance,
+            markers: mdir,
+            claims: dir.join(claims::DIR),
+            ids: Mutex::new(Default::default()),
+        };
+        let rec = log::Recovered {
+            state,
+            seg,
+            end: SEGMENT_HEADER,
+            replayed: 0,
+            truncated: 0,
+            in_doubt: BTreeMap::new(),
+        };
+        Database::assemble(effective, storage, files, rec, writer, space, Some(c), lock)
+    }
+
+    /// The database id used as the coordinator namespace (clustered mode), if any.
+    #[must_use]
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.shared.cluster.as_ref().map(|c| c.db_id.as_str())
+    }
+}
+
+/// Recovery by the only process using the folder: rebuild the state (from a clustered
+/// checkpoint and the markers, or from a standalone checkpoint and log), make it the
+/// clustered checkpoint, then drop what no process can need any more.
+fn recover_alone(files: &Arc<LogFiles>, dir: &std::path::Path, instance: u64) -> Result<DbState> {
+    let storage = Arc::clone(files.storage());
+    let mdir = dir.join(markers::DIR);
+    let ckpt = log::read_checkpoint(&*storage, dir)?;
+    let (state, in_doubt) = match ckpt {
+        Some(c) if c.seg == 0 => {
+            let mut state = c.state;
+            replay(files, &mdir, &mut state)?;
+            (state, c.in_doubt)
+        }
+        other => {
+            let rec = log::recover(files, other)?;
+            (rec.state, rec.in_doubt)
+        }
+    };
+    if !in_doubt.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "the database has {} in-doubt two-phase transaction(s); open it in standalone mode \
+             and resolve them (Database::in_doubt / resolve_in_doubt) before clustered mode",
+            in_doubt.len()
+        )));
+    }
+    cluster::database_id(&*storage, dir, true)?;
+    log::write_checkpoint_via(
+        &*storage,
+        dir,
+        &checkpoint_tmp(instance),
+        &state,
+        0,
+        0,
+        &BTreeMap::new(),
+    )?;
+    markers::remove_upto(&*storage, &mdir, u64::MAX)?;
+    claims::remove_all(&*storage, &dir.join(claims::DIR))?;
+    // Segments nothing references (dead processes' unpublished tails, relocated data).
+    let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+    for (_, e) in state.registry.iter() {
+        *live.entry(e.loc.seg).or_default() += 1;
+    }
+    let mut removed = false;
+    for seg in files.list()? {
+        if !live.contains_key(&seg) {
+            files.remove(seg)?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage
+            .sync_dir(files.dir())
+            .map_err(|e| Error::io(files.dir(), e))?;
+    }
+    Ok(state)
+}
+
+/// Hands out the next id of `space` from this handle's claimed range, claiming a new chunk
+/// (above `floor`, the committed high-water mark) when it is used up.
+pub(super) fn allocate(shared: &Shared, space: claims::Space, floor: u64) -> Result<u64> {
+    let Some(c) = &shared.cluster else {
+        return Err(Error::InvalidArgument("not clustered".into()));
+    };
+    let mut ids = c.ids.lock().map_err(super::poisoned)?;
+    let r = match space {
+        claims::Space::Logical => &mut ids.0,
+        claims::Space::Store => &mut ids.1,
+    };
+    if r.next >= r.end {
+        *r = claims::claim(&*shared.storage, &c.claims, space, floor)?;
+    }
+    let id = r.next;
+    r.next += 1;
+    Ok(id)
+}
+
+/// Applies the commits other processes made after `ctx.latest` (in marker order) and
+/// publishes the result.
+pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Ok(());
+    };
+    let mut next: Option<DbState> = None;
+    loop {
+        let after = next.as_ref().map_or(ctx.latest.seq, |s| s.seq);
+        let Some(rec) = cluster::next_commit(&shared.files, &c.markers, after)? else {
+            break;
+        };
+        if next.is_none() && ctx.writer.is_durable() {
+            // Another process's decisions become durable before anything is built on them.
+            shared
+                .storage
+                .sync_dir(&c.markers)
+                .map_err(|e| Error::io(&c.markers, e))?;
+        }
+        let st = next.get_or_insert_with(|| (*ctx.latest).clone());
+        let replaced = st.apply(&rec);
+        for old in &replaced {
+            shared.cache.remove(old.loc);
+        }
+        ctx.space
+            .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);
+        if !rec.writes.is_empty() {
+            ctx.history.push_back(HistEntry {
+                seq: rec.seq,
+                stores: rec
+                    .writes
+                    .iter()
+                    .map(|w| StoreWrites {
+                        store: w.store,
+                        keys: w
+                            .keys
+                            .iter()
+                            .map(|k| crate::btree::KeyBuf::new(k))
+                            .collect(),
+                        count_changed: w.count_changed,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    if let Some(st) = next {
+        let st = Arc::new(st);
+        ctx.latest = Arc::clone(&st);
+        shared.mark_synced(st)?;
+        crate::txn::trim_history(shared, ctx);
+    }
+    Ok(())
+}
+
+/// The commit point of a clustered commit whose record (commit `seq`, at `loc`) was just
+/// written: make it durable, check the lease is still held, create the marker, sync it.
+pub(crate) fn commit_point(
+    shared: &Shared,
+    ctx: &mut CommitCtx,
+    lease: &Lease,
+    seq: u64,
+    loc: Location,
+) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Err(Error::InvalidArgument("not clustered".into()));
+    };
+    ctx.writer.sync(seq)?;
+    // Fencing, first line: a committer that lost its lease does not go on. (The marker below
+    // is the real guard: it is created only if absent.) When the coordinator cannot answer,
+    // the lease is trusted while its time to live has not run out on the local clock.
+    let held = match c.coordinator.renew_commit_lease(lease, c.opts.lease_ttl) {
+        Ok(held) => held,
+        Err(_) => lease.is_fresh(),
+    };
+    if !held {
+        return Err(Error::Conflict(format!(
+            "the commit lease expired before commit {seq} reached its commit point; retry"
+        )));
+    }
+    if !markers::create(&*shared.storage, &c.markers, seq, loc)? {
+        return Err(Error::Conflict(format!(
+            "commit {seq} was decided by another process first; retry"
+        )));
+    }
+    if ctx.writer.is_durable() {
+        shared
+            .storage
+            .sync_dir(&c.markers)
+            .map_err(|e| Error::io(&c.markers, e))?;
+    }
+    Ok(())
+}
+
+/// Writes a clustered checkpoint of the latest state (segment 0: recovery follows markers).
+pub(crate) fn checkpoint(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Err(Error::InvalidArgument("not clustered".into()));
+    };
+    ctx.writer.sync_always()?;
+    log::write_checkpoint_via(
+        &*shared.storage,
+        &shared.opts.path,
+        &checkpoint_tmp(c.instance),
+        &ctx.latest,
+        0,
+        0,
+        &BTreeMap::new(),
+    )?;
+    ctx.writer.since_checkpoint = 0;
+    Ok(())
+}
