@@ -146,6 +146,11 @@ pub struct StoreOptions {
     pub key_type: Option<String>,
     /// See `key_type`.
     pub value_type: Option<String>,
+    /// Clustered mode: keep this store's node images in the coordinator's L2 cache (Redis)
+    /// for this long after each use, so processes on other machines skip the storage read.
+    /// `None` (the default): not kept there. Worth it when the storage is remote (a network
+    /// share); on a local disk the page cache answers faster than a round trip to Redis.
+    pub node_cache_duration: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
@@ -159,6 +164,7 @@ impl Default for StoreOptions {
             comparator: None,
             key_type: None,
             value_type: None,
+            node_cache_duration: None,
         }
     }
 }

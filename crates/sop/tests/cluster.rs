@@ -385,3 +385,33 @@ fn an_unreachable_coordinator_fails_the_open_clearly() {
     let db = Database::open(opts(dir.path())).unwrap();
     put(&db, "s", 1, "ok");
 }
+
+#[test]
+fn the_l2_node_cache_is_used_and_a_damaged_entry_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(LocalCoordinator::new());
+    let coord: Arc<dyn Coordinator> = local.clone();
+    let a = open(dir.path(), &coord);
+    let cached = StoreOptions {
+        node_cache_duration: Some(Duration::from_secs(60)),
+        ..StoreOptions::default()
+    };
+    a.transact(|tx| {
+        let b = tx.new_btree::<u64, String>("c", cached.clone())?;
+        for k in 0..500 {
+            b.add(&k, &format!("v{k}"))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    // A newcomer has an empty L1 cache: its reads go through L2 and fill it.
+    let b = open(dir.path(), &coord);
+    assert_eq!(all(&b, "c").len(), 500);
+    let n = local.damage_cache(b"not a record").unwrap();
+    assert!(n > 0, "nothing went through the L2 cache");
+    let c = open(dir.path(), &coord);
+    let m = all(&c, "c");
+    assert_eq!(m.len(), 500);
+    assert_eq!(m.get(&499).map(String::as_str), Some("v499"));
+    assert!(c.verify().unwrap().is_ok());
+}

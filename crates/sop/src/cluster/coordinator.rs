@@ -13,6 +13,7 @@
 //! - every grant carries a fencing number larger than every earlier grant it knows of;
 //! - keys are namespaced by the database id, so several databases share one service.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -84,12 +85,13 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
 }
 
 /// A coordinator for several `Database` handles of one process (tests, and clustered mode
-/// without a service when every user of the folder lives in one process). The L2 cache is
-/// not kept (every lookup misses).
+/// without a service when every user of the folder lives in one process), with an in-memory
+/// L2 cache.
 #[derive(Debug, Default)]
 pub struct LocalCoordinator {
     lease: Mutex<LocalLease>,
     cv: Condvar,
+    cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
 }
 
 #[derive(Debug, Default)]
@@ -169,12 +171,39 @@ impl Coordinator for LocalCoordinator {
         Ok(self.lease.lock().map_err(poisoned)?.seq)
     }
 
-    fn cache_get(&self, _key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(None)
+    fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let c = self.cache.lock().map_err(poisoned)?;
+        Ok(c.get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v.clone()))
     }
 
-    fn cache_put(&self, _key: &str, _value: &[u8], _ttl: Duration) -> Result<()> {
+    fn cache_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        let mut c = self.cache.lock().map_err(poisoned)?;
+        let now = Instant::now();
+        if c.len() >= 100_000 {
+            c.retain(|_, (_, until)| *until > now);
+        }
+        c.insert(key.to_owned(), (value.to_vec(), now + ttl));
         Ok(())
+    }
+}
+
+impl LocalCoordinator {
+    /// Overwrites every L2 cache entry with `value` (tests: a damaged cache must not be
+    /// believed). Returns how many entries there were.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn damage_cache(&self, value: &[u8]) -> Result<usize> {
+        let mut c = self.cache.lock().map_err(poisoned)?;
+        for (v, _) in c.values_mut() {
+            *v = value.to_vec();
+        }
+        Ok(c.len())
     }
 }
 

@@ -28,6 +28,22 @@ pub struct RecordBuf {
 }
 
 impl RecordBuf {
+    /// Checks a whole framed record (from a cache) and wraps it.
+    ///
+    /// # Errors
+    /// What failed the check (length, kind, checksum).
+    pub fn from_framed(buf: Vec<u8>) -> Result<RecordBuf, &'static str> {
+        let (kind, payload) = record::check(&buf)?;
+        let len = payload.len();
+        Ok(RecordBuf { buf, len, kind })
+    }
+
+    /// The whole framed record.
+    #[must_use]
+    pub fn framed(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// The payload bytes.
     #[must_use]
     pub fn payload(&self) -> &[u8] {

@@ -89,7 +89,7 @@ pub(crate) fn load_node(
     if let Some(n) = shared.cache.get(entry.loc) {
         return Ok((n, entry.version));
     }
-    let rec = shared.files.read(entry.loc)?;
+    let rec = read_record(shared, snapshot, store, entry.loc)?;
     let path = || shared.files.path(entry.loc.seg);
     if rec.kind != Kind::Node {
         return Err(Error::corruption(
@@ -211,4 +211,37 @@ impl NodeStore for TxnNodes<'_> {
             _ => self.store.freed.push(id),
         }
     }
+}
+
+/// Reads a node record: through the coordinator's L2 cache for a store that asks for it
+/// (clustered mode), else from its segment. A cache entry is keyed by the record's location
+/// (never stale: records are immutable) and checked like the file's bytes; a damaged or
+/// unavailable cache only costs the storage read.
+fn read_record(
+    shared: &Shared,
+    snapshot: &DbState,
+    store: StoreId,
+    loc: crate::registry::Location,
+) -> Result<crate::log::RecordBuf> {
+    let ttl = shared.cluster.as_ref().and_then(|c| {
+        let d = snapshot
+            .store_by_id(store)?
+            .options
+            .node_cache_duration
+            .filter(|d| !d.is_zero())?;
+        Some((c, d))
+    });
+    let Some((c, ttl)) = ttl else {
+        return shared.files.read(loc);
+    };
+    let key = format!("n:{}:{}", loc.seg, loc.off);
+    if let Ok(Some(bytes)) = c.coordinator.cache_get(&key)
+        && bytes.len() == loc.len as usize
+        && let Ok(rec) = crate::log::RecordBuf::from_framed(bytes)
+    {
+        return Ok(rec);
+    }
+    let rec = shared.files.read(loc)?;
+    let _ = c.coordinator.cache_put(&key, rec.framed(), ttl);
+    Ok(rec)
 }

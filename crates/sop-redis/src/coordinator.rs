@@ -1,0 +1,501 @@
+//! `RedisCoordinator`: the commit lease, the seq hint and the L2 cache on Redis.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use sop::{Coordinator, Error, Lease, Result};
+
+use crate::options::RedisOptions;
+
+/// Takes the lease if it is free (or already ours: a retried grant whose reply was lost).
+/// KEYS: commit, fence. ARGV: token, ttl in ms, the largest fence the client has seen.
+/// Returns `{1, fence}` when granted, `{0, pttl}` when held by another owner.
+const ACQUIRE: &str = r"
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[2])) or 0}
+end
+if cur then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local f = redis.call('GET', KEYS[2])
+if not f or gt(ARGV[3], f) then
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, redis.call('INCR', KEYS[2])}
+";
+
+/// Extends the lease if the caller still owns it. KEYS: commit. ARGV: token, ttl in ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Raises the seq hint to `seq`, then deletes the lease if the caller still owns it.
+/// KEYS: commit, seq. ARGV: token, seq (decimal, compared as numbers without float rounding).
+const RELEASE: &str = r"
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local s = redis.call('GET', KEYS[2])
+if not s or gt(ARGV[2], s) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Longest time to live sent to Redis (about 4,000 years; Redis rejects overflowing ones).
+const MAX_TTL_MS: u64 = 1 << 47;
+/// First and largest sleep between two attempts to take a held lease.
+const MIN_BACKOFF: Duration = Duration::from_millis(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The keys of one database: `sop:{<db_id>}:...` (one hash slot per database, so the scripts
+/// also run on Redis Cluster).
+#[derive(Debug)]
+struct Keys {
+    commit: String,
+    fence: String,
+    seq: String,
+    cache_prefix: String,
+}
+
+impl Keys {
+    fn new(db_id: &str) -> Self {
+        let p = format!("sop:{{{db_id}}}:");
+        Self {
+            commit: format!("{p}commit"),
+            fence: format!("{p}fence"),
+            seq: format!("{p}seq"),
+            cache_prefix: format!("{p}c:"),
+        }
+    }
+}
+
+/// A [`Coordinator`] on Redis: see the crate documentation for what it keeps and why nothing
+/// in it is a source of truth.
+///
+/// Thread-safe; commands run on a small pool of connections, and a connection that fails
+/// (Redis restarted, network cut, timeout) is dropped and replaced by a new one on the next
+/// call, so a restart of Redis costs callers at most one failed call (none for
+/// [`Coordinator::acquire_commit_lease`], which retries until its wait runs out).
+pub struct RedisCoordinator {
+    client: Client,
+    target: String,
+    db_id: String,
+    keys: Keys,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    pool_size: usize,
+    idle: Mutex<Vec<Connection>>,
+    /// The largest fencing number this coordinator has been granted or seen: a Redis that
+    /// lost its data (restart without persistence, `FLUSHALL`) resumes counting above it.
+    max_fence: AtomicU64,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+}
+
+impl fmt::Debug for RedisCoordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCoordinator")
+            .field("target", &self.target)
+            .field("db_id", &self.db_id)
+            .field("idle_connections", &self.pool().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCoordinator {
+    /// Connects to Redis for the database `db_id` (its keys are `sop:{<db_id>}:...`), and
+    /// checks the connection with `PING`, all within `options.connect_timeout`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty `db_id` or one with `{`, `}` or whitespace;
+    /// [`Error::InvalidOption`] for a malformed URL or address; [`Error::Coordinator`] when
+    /// the server cannot be reached or refuses the password.
+    pub fn connect(options: &RedisOptions, db_id: &str) -> Result<Self> {
+        if db_id.is_empty()
+            || db_id
+                .chars()
+                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "database id {db_id:?} for Redis keys: must be non-empty, without braces or \
+                 whitespace"
+            )));
+        }
+        let info = options.connection_info()?;
+        let client = Client::open(info).map_err(|e| {
+            Error::InvalidOption(format!("Redis settings for {}: {e}", options.target()))
+        })?;
+        let this = Self {
+            client,
+            target: options.target(),
+            db_id: db_id.to_owned(),
+            keys: Keys::new(db_id),
+            connect_timeout: nonzero(options.connect_timeout),
+            io_timeout: nonzero(options.io_timeout),
+            pool_size: options.pool_size,
+            idle: Mutex::new(Vec::new()),
+            max_fence: AtomicU64::new(0),
+            acquire: Script::new(ACQUIRE),
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+        };
+        let start = Instant::now();
+        let mut conn = this
+            .open(this.connect_timeout)
+            .map_err(|e| this.failure("connecting", &e))?;
+        // The handshake may not have authenticated (no password given): PING tells, within
+        // what is left of the connect timeout.
+        let left = nonzero(this.connect_timeout.saturating_sub(start.elapsed()));
+        let ping = conn
+            .set_read_timeout(Some(left))
+            .and_then(|()| conn.set_write_timeout(Some(left)))
+            .and_then(|()| redis::cmd("PING").query::<String>(&mut conn))
+            .and_then(|pong| {
+                conn.set_read_timeout(Some(this.io_timeout))?;
+                conn.set_write_timeout(Some(this.io_timeout))?;
+                Ok(pong)
+            })
+            .map_err(|e| this.failure("checking the connection (PING)", &e))?;
+        if ping != "PONG" {
+            return Err(Error::Coordinator(format!(
+                "Redis at {} answered PING with {ping:?}",
+                this.target
+            )));
+        }
+        this.checkin(conn);
+        Ok(this)
+    }
+
+    /// The database id that namespaces this coordinator's keys.
+    #[must_use]
+    pub fn db_id(&self) -> &str {
+        &self.db_id
+    }
+
+    /// The prefix of every key of this database (`sop:{<db_id>}:`).
+    #[must_use]
+    pub fn key_prefix(&self) -> String {
+        format!("sop:{{{}}}:", self.db_id)
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // The pool is only pushed to and popped from: a panic cannot leave it inconsistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new connection with the I/O timeouts set.
+    fn open(&self, connect_timeout: Duration) -> RedisResult<Connection> {
+        let conn = self.client.get_connection_with_timeout(connect_timeout)?;
+        conn.set_read_timeout(Some(self.io_timeout))?;
+        conn.set_write_timeout(Some(self.io_timeout))?;
+        Ok(conn)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        let mut idle = self.pool();
+        if idle.len() < self.pool_size {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `op` on a connection of the pool (or a new one, connecting within
+    /// `connect_timeout`). A connection that fails at the connection level is dropped with
+    /// every idle one (after a restart of Redis they are all dead); if it came from the pool,
+    /// `op` runs once more on a new connection. Every script and command run here is
+    /// idempotent, so running it twice is harmless.
+    fn run<T>(
+        &self,
+        connect_timeout: Duration,
+        mut op: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let mut retried = false;
+        loop {
+            let pooled = self.pool().pop();
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.open(connect_timeout)?,
+            };
+            match op(&mut conn) {
+                Ok(v) => {
+                    self.checkin(conn);
+                    return Ok(v);
+                }
+                Err(e) if is_connection_failure(&e) => {
+                    drop(conn);
+                    self.pool().clear();
+                    if reused && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.checkin(conn);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The error for a failed `what`.
+    fn failure(&self, what: &str, e: &RedisError) -> Error {
+        let target = &self.target;
+        if is_auth_failure(e) {
+            Error::Coordinator(format!(
+                "{what}: Redis at {target} refused authentication (check the password): {e}"
+            ))
+        } else if e.is_timeout() {
+            Error::Coordinator(format!(
+                "{what}: Redis at {target} did not answer in time: {e}"
+            ))
+        } else if is_connection_failure(e) {
+            Error::Coordinator(format!("{what}: Redis at {target} is unreachable: {e}"))
+        } else {
+            Error::Coordinator(format!("{what}: Redis at {target} failed: {e}"))
+        }
+    }
+}
+
+impl Coordinator for RedisCoordinator {
+    fn acquire_commit_lease(&self, ttl: Duration, wait: Duration) -> Result<Lease> {
+        let start = Instant::now();
+        let deadline = start + wait;
+        let token = fastrand::u128(..);
+        let hex = format!("{token:032x}");
+        let ttl_ms = millis(ttl);
+        let mut backoff = MIN_BACKOFF;
+        let mut first = true;
+        loop {
+            // The first attempt may take the whole connect timeout; later ones what is left.
+            let connect_timeout = if std::mem::take(&mut first) {
+                self.connect_timeout
+            } else {
+                nonzero(
+                    self.connect_timeout
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                )
+            };
+            let granted = Instant::now();
+            let min_fence = self.max_fence.load(Ordering::Acquire);
+            let reply = self.run(connect_timeout, |c| {
+                self.acquire
+                    .key(&self.keys.commit)
+                    .key(&self.keys.fence)
+                    .arg(&hex)
+                    .arg(ttl_ms)
+                    .arg(min_fence)
+                    .invoke::<(i64, i64)>(c)
+            });
+            let jittered = backoff / 2 + backoff.mul_f64(fastrand::f64() / 2.0);
+            let (pause, failure) = match reply {
+                Ok((1, fence)) => {
+                    let fence = u64::try_from(fence).map_err(|_| {
+                        Error::Coordinator(format!(
+                            "Redis at {} returned a negative fencing number {fence} (key {})",
+                            self.target, self.keys.fence
+                        ))
+                    })?;
+                    self.max_fence.fetch_max(fence, Ordering::AcqRel);
+                    return Ok(Lease {
+                        token,
+                        fence,
+                        granted,
+                        ttl,
+                    });
+                }
+                Ok((_, pttl)) => {
+                    // pttl < 0: held without expiry (set by hand) or expired just now.
+                    let pause = match u64::try_from(pttl) {
+                        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(jittered),
+                        _ => jittered,
+                    };
+                    (pause, None)
+                }
+                Err(e) if is_connection_failure(&e) => (jittered, Some(e)),
+                Err(e) => return Err(self.failure("acquiring the commit lease", &e)),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(match failure {
+                    Some(e) => self.failure(
+                        &format!("acquiring the commit lease (retried for {wait:?})"),
+                        &e,
+                    ),
+                    None => Error::Timeout(format!(
+                        "the commit lease of database {:?} was not free within {wait:?}",
+                        self.db_id
+                    )),
+                });
+            }
+            std::thread::sleep(pause.min(left));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn renew_commit_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let hex = format!("{:032x}", lease.token);
+        let ttl_ms = millis(ttl);
+        let owned = self
+            .run(self.connect_timeout, |c| {
+                self.renew
+                    .key(&self.keys.commit)
+                    .arg(&hex)
+                    .arg(ttl_ms)
+                    .invoke::<i64>(c)
+            })
+            .map_err(|e| self.failure("renewing the commit lease", &e))?;
+        Ok(owned == 1)
+    }
+
+    fn release_commit_lease(&self, lease: &Lease, seq: u64) -> Result<()> {
+        let hex = format!("{:032x}", lease.token);
+        self.run(self.connect_timeout, |c| {
+            self.release
+                .key(&self.keys.commit)
+                .key(&self.keys.seq)
+                .arg(&hex)
+                .arg(seq)
+                .invoke::<i64>(c)
+        })
+        .map_err(|e| self.failure("releasing the commit lease", &e))?;
+        Ok(())
+    }
+
+    fn latest_seq_hint(&self) -> Result<Option<u64>> {
+        let hint = self
+            .run(self.connect_timeout, |c| {
+                redis::cmd("GET")
+                    .arg(&self.keys.seq)
+                    .query::<Option<String>>(c)
+            })
+            .map_err(|e| self.failure("reading the seq hint", &e))?;
+        hint.map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                Error::Coordinator(format!(
+                    "Redis at {} holds {s:?} under {}, not a sequence number",
+                    self.target, self.keys.seq
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = format!("{}{key}", self.keys.cache_prefix);
+        self.run(self.connect_timeout, |c| {
+            redis::cmd("GET").arg(&k).query::<Option<Vec<u8>>>(c)
+        })
+        .map_err(|e| self.failure("reading the L2 cache", &e))
+    }
+
+    fn cache_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        let k = format!("{}{key}", self.keys.cache_prefix);
+        let ttl_ms = millis(ttl);
+        self.run(self.connect_timeout, |c| {
+            redis::cmd("SET")
+                .arg(&k)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<()>(c)
+        })
+        .map_err(|e| self.failure("writing the L2 cache", &e))
+    }
+}
+
+/// True when the connection is unusable or in an unknown state (dropped, timed out, a reply
+/// that did not parse), or Redis is not ready yet (loading): drop it and retry on a new one.
+fn is_connection_failure(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Parse
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                )
+        )
+}
+
+fn is_auth_failure(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        || e.detail().is_some_and(|d| d.contains("NOAUTH"))
+}
+
+/// A time to live in whole milliseconds for `PX`: at least 1, at most [`MAX_TTL_MS`].
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
+}
+
+/// Socket timeouts must not be zero (that means "none" to some and an error to others).
+fn nonzero(d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_namespaced() {
+        let k = Keys::new("db-1");
+        assert_eq!(k.commit, "sop:{db-1}:commit");
+        assert_eq!(k.fence, "sop:{db-1}:fence");
+        assert_eq!(k.seq, "sop:{db-1}:seq");
+        assert_eq!(k.cache_prefix, "sop:{db-1}:c:");
+    }
+
+    #[test]
+    fn ttls_are_clamped() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_micros(1500)), 1);
+        assert_eq!(millis(Duration::from_secs(3)), 3000);
+        assert_eq!(millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn bad_db_ids_are_refused() {
+        for id in ["", "a{b", "a}b", "a b", "a\nb"] {
+            assert!(
+                matches!(
+                    RedisCoordinator::connect(&RedisOptions::default(), id),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{id:?}"
+            );
+        }
+    }
+}

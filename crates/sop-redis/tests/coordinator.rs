@@ -1,0 +1,454 @@
+//! `RedisCoordinator` against a real `redis-server` (started per test; the tests fail if it is
+//! not installed).
+
+use std::time::{Duration, Instant};
+
+use sop::{Coordinator, Error};
+use sop_redis::testing::RedisServer;
+use sop_redis::{RedisCoordinator, RedisOptions};
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn connect(server: &RedisServer, db_id: &str) -> RedisCoordinator {
+    RedisCoordinator::connect(&server.options(), db_id).expect("connect to the test redis-server")
+}
+
+fn is_timeout<T: std::fmt::Debug>(r: &sop::Result<T>) -> bool {
+    matches!(r, Err(Error::Timeout(_)))
+}
+
+#[test]
+fn lease_is_exclusive_across_coordinators_and_fences_grow() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    let r = b.acquire_commit_lease(TTL, Duration::from_millis(50));
+    assert!(is_timeout(&r), "held by a: {r:?}");
+    let r = a.acquire_commit_lease(TTL, Duration::ZERO);
+    assert!(is_timeout(&r), "a second grant to the same process: {r:?}");
+
+    a.release_commit_lease(&la, 5).expect("release");
+    assert_eq!(b.latest_seq_hint().expect("hint"), Some(5));
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free after release");
+    assert!(lb.fence > la.fence, "{} > {}", lb.fence, la.fence);
+    assert_ne!(lb.token, la.token);
+    b.release_commit_lease(&lb, 6).expect("release");
+
+    let mut last = lb.fence;
+    for _ in 0..5 {
+        let l = a
+            .acquire_commit_lease(TTL, Duration::ZERO)
+            .expect("free lease");
+        assert!(l.fence > last);
+        last = l.fence;
+        a.release_commit_lease(&l, 7).expect("release");
+    }
+}
+
+#[test]
+fn waiting_acquirer_gets_the_lease_when_released() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.acquire_commit_lease(TTL, Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(100));
+        a.release_commit_lease(&la, 1).expect("release");
+        let lb = waiter.join().expect("waiter thread").expect("granted");
+        assert!(lb.fence > la.fence);
+    });
+}
+
+#[test]
+fn stale_owner_cannot_release_or_renew_the_new_owners_lease() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let short = Duration::from_millis(150);
+
+    let la = a
+        .acquire_commit_lease(short, Duration::ZERO)
+        .expect("free lease");
+    assert!(
+        a.renew_commit_lease(&la, short).expect("renew"),
+        "a owns it"
+    );
+    // a's lease expires; b takes it within its wait.
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::from_secs(3))
+        .expect("granted after expiry");
+    assert!(lb.fence > la.fence);
+
+    assert!(
+        !a.renew_commit_lease(&la, TTL).expect("renew"),
+        "renew after expiry must report the loss"
+    );
+    // The stale release records its seq but leaves b's lease alone.
+    a.release_commit_lease(&la, 9).expect("stale release");
+    assert_eq!(b.latest_seq_hint().expect("hint"), Some(9));
+    let r = a.acquire_commit_lease(TTL, Duration::from_millis(50));
+    assert!(is_timeout(&r), "b still holds it: {r:?}");
+    assert!(b.renew_commit_lease(&lb, TTL).expect("renew"), "b owns it");
+
+    // The seq hint only grows.
+    b.release_commit_lease(&lb, 4).expect("release");
+    assert_eq!(a.latest_seq_hint().expect("hint"), Some(9));
+    let l = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free after b's release");
+    a.release_commit_lease(&l, u64::MAX).expect("release");
+    assert_eq!(a.latest_seq_hint().expect("hint"), Some(u64::MAX));
+}
+
+#[test]
+fn renew_after_expiry_returns_false() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let l = a
+        .acquire_commit_lease(Duration::from_millis(100), Duration::ZERO)
+        .expect("free lease");
+    assert!(
+        a.renew_commit_lease(&l, Duration::from_millis(400))
+            .expect("renew"),
+        "owned"
+    );
+    // Past the first time to live: the renewal kept it.
+    std::thread::sleep(Duration::from_millis(150));
+    let r = b.acquire_commit_lease(TTL, Duration::ZERO);
+    assert!(is_timeout(&r), "renewed: still held: {r:?}");
+    assert!(
+        a.renew_commit_lease(&l, Duration::from_millis(100))
+            .expect("renew"),
+        "still owned"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!a.renew_commit_lease(&l, TTL).expect("renew"), "expired");
+    // Nobody owns it now; a failed renew did not take it back.
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free after expiry");
+    assert!(lb.fence > l.fence);
+}
+
+#[test]
+fn expiry_lets_another_take_the_lease() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let la = a
+        .acquire_commit_lease(Duration::from_millis(300), Duration::ZERO)
+        .expect("free lease");
+    let start = Instant::now();
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::from_secs(5))
+        .expect("granted after expiry");
+    let waited = start.elapsed();
+    assert!(lb.fence > la.fence);
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "waited {waited:?} for a 300 ms lease"
+    );
+}
+
+#[test]
+fn two_database_ids_do_not_interfere() {
+    let server = RedisServer::start();
+    let x = connect(&server, "x");
+    let y = connect(&server, "y");
+    let lx = x
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("x's lease");
+    let ly = y
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("y's lease, while x holds its own");
+    assert_eq!(lx.fence, 1);
+    assert_eq!(ly.fence, 1);
+
+    x.release_commit_lease(&lx, 10).expect("release");
+    assert_eq!(x.latest_seq_hint().expect("hint"), Some(10));
+    assert_eq!(y.latest_seq_hint().expect("hint"), None);
+    assert!(
+        y.renew_commit_lease(&ly, TTL).expect("renew"),
+        "y still owns"
+    );
+    // Releasing y's lease through x (wrong namespace) does nothing.
+    x.release_commit_lease(&ly, 11).expect("release");
+    assert!(
+        y.renew_commit_lease(&ly, TTL).expect("renew"),
+        "y still owns"
+    );
+
+    x.cache_put("k", b"from x", TTL).expect("put");
+    assert_eq!(y.cache_get("k").expect("get"), None);
+    assert_eq!(
+        x.cache_get("k").expect("get").as_deref(),
+        Some(&b"from x"[..])
+    );
+
+    let mut conn = server
+        .connection(Duration::from_secs(2))
+        .expect("plain connection");
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "sop:{x}:c:k",
+            "sop:{x}:fence",
+            "sop:{x}:seq",
+            "sop:{y}:commit",
+            "sop:{y}:fence"
+        ]
+    );
+}
+
+#[test]
+fn wait_bound_is_respected() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let _held = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    for wait in [
+        Duration::ZERO,
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+    ] {
+        let start = Instant::now();
+        let r = a.acquire_commit_lease(TTL, wait);
+        let took = start.elapsed();
+        assert!(is_timeout(&r), "{r:?}");
+        assert!(took >= wait, "gave up after {took:?} of {wait:?}");
+        assert!(
+            took < wait + Duration::from_millis(150),
+            "took {took:?} for a {wait:?} wait"
+        );
+        assert!(r.expect_err("timeout").is_retryable());
+    }
+}
+
+#[test]
+fn unreachable_server_fails_at_connect_within_the_timeout() {
+    // A port nothing listens on (picked and closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let timeout = Duration::from_millis(500);
+    for address in [format!("127.0.0.1:{port}"), "192.0.2.1:6379".to_owned()] {
+        let options = RedisOptions {
+            address: address.clone(),
+            connect_timeout: timeout,
+            ..RedisOptions::default()
+        };
+        let start = Instant::now();
+        let r = RedisCoordinator::connect(&options, "db");
+        let took = start.elapsed();
+        match r {
+            Err(Error::Coordinator(msg)) => {
+                assert!(msg.contains(&address), "names the address: {msg}");
+            }
+            other => panic!("{address}: expected Error::Coordinator, got {other:?}"),
+        }
+        assert!(
+            took < timeout + Duration::from_millis(300),
+            "{address}: took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn silent_server_fails_at_connect_within_the_timeout() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let address = silent.local_addr().expect("address").to_string();
+    let timeout = Duration::from_millis(400);
+    let options = RedisOptions {
+        address: address.clone(),
+        connect_timeout: timeout,
+        ..RedisOptions::default()
+    };
+    let start = Instant::now();
+    let r = RedisCoordinator::connect(&options, "db");
+    let took = start.elapsed();
+    match r {
+        Err(Error::Coordinator(msg)) => {
+            assert!(msg.contains(&address) && msg.contains("in time"), "{msg}");
+        }
+        other => panic!("expected Error::Coordinator, got {other:?}"),
+    }
+    assert!(
+        took >= timeout / 2 && took < timeout + Duration::from_millis(300),
+        "took {took:?} for a {timeout:?} connect timeout"
+    );
+}
+
+#[test]
+fn wrong_or_missing_password_fails_at_connect() {
+    let server = RedisServer::start_with_password("s3cret");
+    let good = connect(&server, "db");
+    good.cache_put("k", b"v", TTL).expect("authenticated");
+
+    for password in [Some("not-the-password-42".to_owned()), None] {
+        let options = RedisOptions {
+            password: password.clone(),
+            connect_timeout: Duration::from_secs(1),
+            ..server.options()
+        };
+        let start = Instant::now();
+        match RedisCoordinator::connect(&options, "db") {
+            Err(Error::Coordinator(msg)) => {
+                assert!(msg.contains("authentication"), "{password:?}: {msg}");
+                assert!(
+                    !msg.contains("s3cret") && !msg.contains("not-the-password"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{password:?}: expected Error::Coordinator, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    // The URL form works too.
+    let by_url = RedisCoordinator::connect(&RedisOptions::from_url(server.url()), "db")
+        .expect("connect by URL");
+    assert_eq!(
+        by_url.cache_get("k").expect("get").as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[test]
+fn reconnects_after_a_restart_and_a_flush_frees_the_lease() {
+    let mut server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    a.cache_put("k", b"v", TTL).expect("put");
+
+    server.restart();
+    // Every pooled connection is dead; calls reconnect transparently. Redis lost its data
+    // (no persistence): the lease is free, the hint unknown, the cache empty.
+    assert_eq!(b.latest_seq_hint().expect("hint after restart"), None);
+    assert_eq!(a.cache_get("k").expect("get after restart"), None);
+    assert!(!a.renew_commit_lease(&la, TTL).expect("renew after restart"));
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("lease free after restart");
+    // b never saw a fence before the restart: the counter starts again from 1 for it.
+    assert!(lb.fence >= 1);
+    b.release_commit_lease(&lb, 3).expect("release");
+
+    // a remembers the largest fence it saw: its grants keep growing across a flush.
+    let l1 = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    assert!(l1.fence > la.fence);
+    server.flushall();
+    let r = b.acquire_commit_lease(TTL, Duration::ZERO);
+    let l2 = r.expect("after FLUSHALL the lease is simply free");
+    assert!(!a.renew_commit_lease(&l1, TTL).expect("renew"), "forgotten");
+    b.release_commit_lease(&l2, 4).expect("release");
+    let l3 = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    assert!(l3.fence > l1.fence, "{} > {}", l3.fence, l1.fence);
+    a.release_commit_lease(&l3, 5).expect("release");
+}
+
+#[test]
+fn acquire_waits_through_a_redis_outage() {
+    let mut server = RedisServer::start();
+    let a = connect(&server, "db");
+    a.latest_seq_hint().expect("warm the pool");
+    server.stop();
+
+    // Down for the whole wait: a clear coordinator error, within the bound.
+    let start = Instant::now();
+    let r = a.acquire_commit_lease(TTL, Duration::from_millis(300));
+    let took = start.elapsed();
+    match r {
+        Err(Error::Coordinator(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
+        other => panic!("expected Error::Coordinator, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(matches!(a.latest_seq_hint(), Err(Error::Coordinator(_))));
+
+    // Back during the wait: granted.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| a.acquire_commit_lease(TTL, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart();
+        waiter
+            .join()
+            .expect("waiter thread")
+            .expect("granted once Redis is back");
+    });
+}
+
+#[test]
+fn cache_put_get_and_expiry() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    assert_eq!(a.cache_get("missing").expect("get"), None);
+
+    let value: Vec<u8> = (0..=255).collect();
+    a.cache_put("node/1", &value, TTL).expect("put");
+    assert_eq!(b.cache_get("node/1").expect("get"), Some(value.clone()));
+    a.cache_put("node/1", b"", TTL).expect("overwrite");
+    assert_eq!(b.cache_get("node/1").expect("get"), Some(Vec::new()));
+
+    a.cache_put("short", b"x", Duration::from_millis(100))
+        .expect("put");
+    assert!(a.cache_get("short").expect("get").is_some());
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(a.cache_get("short").expect("get"), None, "expired");
+
+    a.cache_put("zero", b"x", Duration::ZERO).expect("put");
+    assert_eq!(a.cache_get("zero").expect("get"), None, "ttl 0: not cached");
+}
+
+#[test]
+fn pool_serves_concurrent_callers() {
+    let server = RedisServer::start();
+    let c = RedisCoordinator::connect(
+        &RedisOptions {
+            pool_size: 2,
+            ..server.options()
+        },
+        "db",
+    )
+    .expect("connect");
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..20u64 {
+                    let l = c
+                        .acquire_commit_lease(TTL, Duration::from_secs(10))
+                        .expect("granted in turn");
+                    c.cache_put(&format!("{t}/{i}"), &i.to_le_bytes(), TTL)
+                        .expect("put");
+                    c.release_commit_lease(&l, t * 100 + i).expect("release");
+                }
+            });
+        }
+    });
+    assert_eq!(c.latest_seq_hint().expect("hint"), Some(719));
+    let l = c
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    assert_eq!(l.fence, 161, "160 grants before this one");
+}
