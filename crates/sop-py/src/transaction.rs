@@ -182,6 +182,7 @@ impl NativeTransaction {
             comparator: None,
             key_type: Some(KEY_TYPE.to_owned()),
             value_type: Some(meta.clone()),
+            ..StoreOptions::default()
         };
         let raw = py
             .detach(|| t.new_raw_btree(name, options))
