@@ -415,3 +415,57 @@ fn the_l2_node_cache_is_used_and_a_damaged_entry_is_not_believed() {
     assert_eq!(m.get(&499).map(String::as_str), Some("v499"));
     assert!(c.verify().unwrap().is_ok());
 }
+
+/// Grants the lease but reports it lost at the commit point (a committer that stalled past
+/// its TTL).
+#[derive(Debug, Default)]
+struct LosesLease;
+
+impl Coordinator for LosesLease {
+    fn acquire_commit_lease(&self, ttl: Duration, wait: Duration) -> sop::Result<Lease> {
+        GrantsEveryone.acquire_commit_lease(ttl, wait)
+    }
+    fn renew_commit_lease(&self, _lease: &Lease, _ttl: Duration) -> sop::Result<bool> {
+        Ok(false)
+    }
+    fn release_commit_lease(&self, _lease: &Lease, _seq: u64) -> sop::Result<()> {
+        Ok(())
+    }
+    fn latest_seq_hint(&self) -> sop::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn cache_get(&self, _key: &str) -> sop::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn cache_put(&self, _key: &str, _value: &[u8], _ttl: Duration) -> sop::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_committer_that_lost_its_lease_does_not_complete_and_its_record_is_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = local();
+    let a = open(dir.path(), &good);
+    put(&a, "s", 1, "before");
+    let lossy: Arc<dyn Coordinator> = Arc::new(LosesLease);
+    let stale = open(dir.path(), &lossy);
+    let tx = stale.begin(TransactionMode::ForWriting).unwrap();
+    tx.open_btree::<u64, String>("s")
+        .unwrap()
+        .upsert(&2, &"never".into())
+        .unwrap();
+    let e = tx.commit().unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(e.to_string().contains("lease"), "{e}");
+    // Nobody sees it, the others go on, and a lone reopen drops its bytes.
+    put(&a, "s", 3, "after");
+    assert_eq!(
+        all(&stale, "s").keys().copied().collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    drop((a, stale));
+    let db = open(dir.path(), &good);
+    assert_eq!(all(&db, "s").keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    assert!(db.verify().unwrap().is_ok());
+}
