@@ -466,6 +466,33 @@ fn a_committer_that_lost_its_lease_does_not_complete_and_its_record_is_garbage()
     );
     drop((a, stale));
     let db = open(dir.path(), &good);
-    assert_eq!(all(&db, "s").keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(
+        all(&db, "s").keys().copied().collect::<Vec<_>>(),
+        vec![1, 3]
+    );
     assert!(db.verify().unwrap().is_ok());
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn the_last_handle_to_close_settles_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = local();
+    let a = open(dir.path(), &coord);
+    let b = open(dir.path(), &coord);
+    for k in 0..50 {
+        put(if k % 2 == 0 { &a } else { &b }, "s", k, "v");
+    }
+    drop(a);
+    assert!(entries(&dir.path().join("commits")) > 0, "b still runs");
+    put(&b, "s", 100, "last");
+    drop(b);
+    assert_eq!(entries(&dir.path().join("commits")), 0);
+    assert_eq!(entries(&dir.path().join("claims")), 0);
+    let c = open(dir.path(), &coord);
+    assert_eq!(all(&c, "s").len(), 51);
+    assert!(c.verify().unwrap().is_ok());
 }

@@ -215,18 +215,31 @@ fn recover_alone(files: &Arc<LogFiles>, dir: &std::path::Path, instance: u64) ->
         )));
     }
     cluster::database_id(&*storage, dir, true)?;
+    settle_alone(files, dir, &state, instance)?;
+    Ok(state)
+}
+
+/// Work only a process holding the folder alone may do: make `state` the clustered
+/// checkpoint, then delete the markers and claims it covers and the segments it does not
+/// reference (dead processes' unpublished tails, garbage).
+fn settle_alone(
+    files: &Arc<LogFiles>,
+    dir: &std::path::Path,
+    state: &DbState,
+    instance: u64,
+) -> Result<()> {
+    let storage = Arc::clone(files.storage());
     log::write_checkpoint_via(
         &*storage,
         dir,
         &checkpoint_tmp(instance),
-        &state,
+        state,
         0,
         0,
         &BTreeMap::new(),
     )?;
-    markers::remove_upto(&*storage, &mdir, u64::MAX)?;
+    markers::remove_upto(&*storage, &dir.join(markers::DIR), u64::MAX)?;
     claims::remove_all(&*storage, &dir.join(claims::DIR))?;
-    // Segments nothing references (dead processes' unpublished tails, relocated data).
     let mut live: BTreeMap<u32, u64> = BTreeMap::new();
     for (_, e) in state.registry.iter() {
         *live.entry(e.loc.seg).or_default() += 1;
@@ -243,7 +256,29 @@ fn recover_alone(files: &Arc<LogFiles>, dir: &std::path::Path, instance: u64) ->
             .sync_dir(files.dir())
             .map_err(|e| Error::io(files.dir(), e))?;
     }
-    Ok(state)
+    Ok(())
+}
+
+/// A clean close of a clustered handle: if no other process has the folder open, settle it
+/// (checkpoint, drop markers, claims and unreferenced segments) so the next open replays
+/// nothing. Best effort: the markers already hold every commit.
+pub(super) fn close(shared: &Shared) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Ok(());
+    };
+    let dir = &shared.opts.path;
+    let storage = &*shared.storage;
+    let _open = lock_with_wait(storage, &dir.join(OPEN_LOCK), c.opts.open_wait)?;
+    let mut lock = shared.lock.lock().map_err(super::poisoned)?;
+    // Give up the shared lock to learn whether anyone else holds it.
+    drop(lock.take());
+    let Ok(_alone) = storage.lock_exclusive(&dir.join(LOCK_FILE)) else {
+        return Ok(());
+    };
+    let mut ctx = shared.commit_lock()?;
+    catch_up(shared, &mut ctx)?;
+    ctx.writer.sync_always()?;
+    settle_alone(&shared.files, dir, &ctx.latest, c.instance)
 }
 
 /// Hands out the next id of `space` from this handle's claimed range, claiming a new chunk

@@ -99,7 +99,8 @@ pub(crate) struct Shared {
     background_error: Mutex<Option<String>>,
     /// Clustered mode: the coordinator, markers and id claims.
     pub cluster: Option<crate::cluster::Cluster>,
-    _lock: Box<dyn Send + Sync + fmt::Debug>,
+    /// The folder lock (exclusive standalone, shared clustered); released at close.
+    lock: Mutex<Option<Box<dyn Send + Sync + fmt::Debug>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -335,8 +336,11 @@ impl Drop for Shared {
     /// segments nothing needs. Best effort: the log already holds every commit.
     fn drop(&mut self) {
         if self.cluster.is_some() {
-            // Other processes may still use the folder: the next process that opens it alone
-            // checkpoints and reclaims.
+            // The last process to close settles the folder; if others still use it, the next
+            // process that opens it alone does.
+            if self.opts.checkpoint_on_close {
+                let _ = clustered::close(self);
+            }
             return;
         }
         let Ok(mut ctx) = self.commit.lock() else {
@@ -501,7 +505,7 @@ impl Database {
             snapshots: Mutex::new(BTreeMap::new()),
             background_error: Mutex::new(None),
             cluster,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         };
         Ok(Database {
             shared: Arc::new(shared),
