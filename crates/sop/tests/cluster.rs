@@ -423,7 +423,10 @@ struct LosesLease;
 
 impl Coordinator for LosesLease {
     fn acquire_commit_lease(&self, ttl: Duration, wait: Duration) -> sop::Result<Lease> {
-        GrantsEveryone.acquire_commit_lease(ttl, wait)
+        // Granted a while ago, so the committer asks whether it still holds it.
+        let mut l = GrantsEveryone.acquire_commit_lease(ttl, wait)?;
+        l.granted = std::time::Instant::now().checked_sub(ttl / 2).unwrap();
+        Ok(l)
     }
     fn renew_commit_lease(&self, _lease: &Lease, _ttl: Duration) -> sop::Result<bool> {
         Ok(false)

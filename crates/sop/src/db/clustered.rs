@@ -368,11 +368,17 @@ pub(crate) fn commit_point(
     };
     ctx.writer.sync(seq)?;
     // Fencing, first line: a committer that lost its lease does not go on. (The marker below
-    // is the real guard: it is created only if absent.) When the coordinator cannot answer,
-    // the lease is trusted while its time to live has not run out on the local clock.
-    let held = match c.coordinator.renew_commit_lease(lease, c.opts.lease_ttl) {
-        Ok(held) => held,
-        Err(_) => lease.is_fresh(),
+    // is the real guard: it is created only if absent.) A lease younger than a quarter of its
+    // time to live is trusted on the local clock (saves a round trip); an older one is
+    // renewed; when the coordinator cannot answer, it is trusted while its time to live has
+    // not run out on the local clock.
+    let held = if lease.granted.elapsed() < lease.ttl / 4 {
+        true
+    } else {
+        match c.coordinator.renew_commit_lease(lease, c.opts.lease_ttl) {
+            Ok(held) => held,
+            Err(_) => lease.is_fresh(),
+        }
     };
     if !held {
         return Err(Error::Conflict(format!(
@@ -384,11 +390,23 @@ pub(crate) fn commit_point(
             "commit {seq} was decided by another process first; retry"
         )));
     }
-    if ctx.writer.is_durable() {
-        shared
-            .storage
-            .sync_dir(&c.markers)
-            .map_err(|e| Error::io(&c.markers, e))?;
+    Ok(())
+}
+
+/// Makes the markers created so far durable (after the lease is released: a process that
+/// builds on them syncs the folder first). A failure poisons the handle: the commit's outcome
+/// is unknown.
+pub(crate) fn sync_markers(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Ok(());
+    };
+    if !ctx.writer.is_durable() {
+        return Ok(());
+    }
+    if let Err(e) = shared.storage.sync_dir(&c.markers) {
+        let err = Error::io(&c.markers, e);
+        ctx.writer.poison_with(&err);
+        return Err(err);
     }
     Ok(())
 }

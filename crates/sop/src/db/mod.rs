@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-pub(crate) use clustered::{catch_up, checkpoint as cluster_checkpoint, commit_point};
+pub(crate) use clustered::{
+    catch_up, checkpoint as cluster_checkpoint, commit_point, sync_markers,
+};
 pub(crate) use space::{Space, after_commit as after_commit_hook};
 pub use verify::VerifyReport;
 

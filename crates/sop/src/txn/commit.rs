@@ -154,9 +154,11 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
             crate::db::commit_point(shared, ctx, &lease, seq, loc)
         })
     })();
-    // A failed release only delays the others until the lease expires.
+    // A failed release only delays the others until the lease expires. The lease is not
+    // needed for the folder sync that makes the marker durable.
     let _ = c.coordinator.release_commit_lease(&lease, ctx.latest.seq);
     let next = r?;
+    crate::db::sync_markers(shared, ctx)?;
     shared.mark_synced(next)?;
     if let Err(e) = crate::db::after_commit_hook(shared, ctx) {
         shared.note_background_error(&e);
