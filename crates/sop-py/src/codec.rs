@@ -487,16 +487,16 @@ pub const NIL_ID: &str = "00000000-0000-0000-0000-000000000000";
 /// Formats an item id as a UUID string (36 ASCII bytes).
 pub fn id_to_bytes(id: u128) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = id.to_be_bytes();
     let mut out = [b'-'; 36];
     let mut pos = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             pos += 1;
         }
-        #[allow(clippy::cast_possible_truncation)]
-        let nibble = ((id >> (124 - 4 * i)) & 15) as usize;
-        out[pos] = HEX[nibble];
-        pos += 1;
+        out[pos] = HEX[usize::from(b >> 4)];
+        out[pos + 1] = HEX[usize::from(b & 15)];
+        pos += 2;
     }
     out
 }
