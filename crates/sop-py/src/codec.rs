@@ -98,13 +98,15 @@ fn push_float(x: f64, out: &mut Vec<u8>) -> PyResult<()> {
 }
 
 fn push_escaped(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 3);
     out.push(tag);
-    for &b in bytes {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
-        }
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xFF);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0, 0]);
 }
 
@@ -300,22 +302,29 @@ fn json_dumps_py(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 fn push_json_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    for &b in s.as_bytes() {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 15)]);
             }
-            _ => out.push(b),
         }
     }
+    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -348,10 +357,8 @@ fn json_dumps(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// `json.loads`, with str / small int / true / false / null decoded in Rust.
 fn json_loads(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
     match b {
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') && !inner.contains(&b'"') => {
-            if let Ok(s) = std::str::from_utf8(inner)
-                && !s.bytes().any(|c| c < 0x20)
-            {
+        [b'"', inner @ .., b'"'] if !inner.iter().any(|&c| c == b'\\' || c == b'"' || c < 0x20) => {
+            if let Ok(s) = std::str::from_utf8(inner) {
                 return Ok(PyString::new(py, s).into_any().unbind());
             }
         }

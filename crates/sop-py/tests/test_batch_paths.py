@@ -96,3 +96,17 @@ def test_ids_are_canonical_uuids(db, ctx):
         assert b.add(ctx, [Item(i, i) for i in range(50)])
         for it in b.get_values(ctx, list(range(50))):
             assert str(uuid.UUID(it.id)) == it.id and it.id != sop.NIL_UUID
+
+
+def test_escaping_round_trips(db, ctx):
+    odd = ["", "a\x00b", "\x00", "a\x00\x00", 'q"uote', "back\\slash", "nl\n\r\t", "\x01\x1f",
+           "é ünïcode ✓", "\U0001f600", "end\x00"]
+    with db.begin_transaction(ctx) as t:
+        b = db.new_btree(ctx, "s", t)
+        assert b.add(ctx, [Item(k, k) for k in odd])
+        assert b.add(ctx, [Item(b"x\x00y", b"\x00\xff")])
+        got = b.get_values(ctx, odd + [b"x\x00y"])
+        assert [(i.key, i.value) for i in got] == [(k, k) for k in odd] + [(b"x\x00y", b"\x00\xff")]
+        b.first(ctx)
+        keys = [it.key for it in b.get_keys(ctx, sop.PagingInfo(page_size=100))]
+        assert keys == sorted(odd) + [b"x\x00y"]
