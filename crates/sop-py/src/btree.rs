@@ -33,23 +33,39 @@ enum WriteOp {
     Update,
 }
 
+impl WriteOp {
+    fn from_code(op: u8) -> PyResult<Self> {
+        Ok(match op {
+            0 => WriteOp::Add,
+            1 => WriteOp::AddIfNotExists,
+            2 => WriteOp::Upsert,
+            3 => WriteOp::Update,
+            _ => return Err(PyValueError::new_err(format!("unknown write op {op}"))),
+        })
+    }
+}
+
 fn engine<T>(r: sop::Result<T>) -> PyResult<T> {
     r.map_err(|e| btree_err(&e))
 }
 
 impl NativeBtree {
-    /// Looks up each (key, id) (the first item with the key when id is None), with the GIL
-    /// released; `None` for a missing item.
+    /// Looks up each key (the first item with the key when its id is None), with the GIL
+    /// released; `None` for a missing item. `keys[i]` is (end of key i in `buf`, id).
     fn fetch(
         &self,
         py: Python<'_>,
-        enc: &[(Vec<u8>, Option<u128>)],
+        buf: &[u8],
+        keys: &[(usize, Option<u128>)],
     ) -> PyResult<Vec<Option<RawItem>>> {
         engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
-            let mut out = Vec::with_capacity(enc.len());
-            for (k, id) in enc {
+            let mut out = Vec::with_capacity(keys.len());
+            let mut start = 0;
+            for &(end, id) in keys {
+                let k = &buf[start..end];
+                start = end;
                 let found = match id {
-                    Some(id) => self.raw.find_with_id(k, *id)?,
+                    Some(id) => self.raw.find_with_id(k, id)?,
                     None => self.raw.find(k, true)?,
                 };
                 out.push(if found {
@@ -107,18 +123,33 @@ impl NativeBtree {
         items: Vec<(Py<PyAny>, Py<PyAny>)>,
         op: WriteOp,
     ) -> PyResult<bool> {
-        let mut enc = Vec::with_capacity(items.len());
+        let mut enc = Encoded::with_capacity(items.len());
         for (k, v) in &items {
-            let k = k.bind(py);
-            enc.push((
-                codec::encode_key(&self.spec, k, false)?,
-                codec::encode_stored(&self.spec, k, v.bind(py))?,
-            ));
+            self.push_item(&mut enc, k.bind(py), v.bind(py))?;
         }
-        let raw = Arc::clone(&self.raw);
+        self.apply(py, &enc, op)
+    }
+
+    /// Encodes one (key, value) onto a batch.
+    fn push_item(
+        &self,
+        enc: &mut Encoded,
+        k: &Bound<'_, PyAny>,
+        v: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        codec::encode_key_into(&self.spec, k, false, &mut enc.buf)?;
+        let key_end = enc.buf.len();
+        codec::encode_stored_into(&self.spec, k, v, &mut enc.buf)?;
+        enc.spans.push((key_end, enc.buf.len()));
+        Ok(())
+    }
+
+    /// Applies a write to every item of a batch, detached; true when all succeeded.
+    fn apply(&self, py: Python<'_>, enc: &Encoded, op: WriteOp) -> PyResult<bool> {
+        let raw = &self.raw;
         engine(py.detach(move || {
             let mut all = true;
-            for (k, v) in &enc {
+            for (k, v) in enc.iter() {
                 let ok = match op {
                     WriteOp::Add => raw.add(k, v)?,
                     WriteOp::AddIfNotExists => raw.add_if_not_exist(k, v)?,
@@ -139,7 +170,7 @@ impl NativeBtree {
 /// An optional item id from Python (None, "" and the nil UUID: no id).
 fn opt_id(id: Option<&str>) -> PyResult<Option<u128>> {
     match id {
-        Some(s) if !s.is_empty() => {
+        Some(s) if !s.is_empty() && s != codec::NIL_ID => {
             let id = codec::id_from_str(s)?;
             Ok((id != 0).then_some(id))
         }
@@ -153,10 +184,12 @@ struct ItemMaker<'py> {
     cls: Bound<'py, PyType>,
     new: ffi::newfunc,
     args: Bound<'py, PyTuple>,
+    names: [Bound<'py, PyString>; 3],
 }
 
 impl<'py> ItemMaker<'py> {
     fn new(cls: &Bound<'py, PyType>) -> PyResult<Self> {
+        let py = cls.py();
         // SAFETY: `cls` is a live type object; Py_tp_new is a valid slot id, and a non-null
         // result is the class's `newfunc`.
         let slot = unsafe { ffi::PyType_GetSlot(cls.as_type_ptr(), ffi::Py_tp_new) };
@@ -168,7 +201,12 @@ impl<'py> ItemMaker<'py> {
         Ok(ItemMaker {
             cls: cls.clone(),
             new,
-            args: PyTuple::empty(cls.py()),
+            args: PyTuple::empty(py),
+            names: [
+                intern!(py, "key").clone(),
+                intern!(py, "value").clone(),
+                intern!(py, "id").clone(),
+            ],
         })
     }
 
@@ -176,7 +214,7 @@ impl<'py> ItemMaker<'py> {
         &self,
         key: &Bound<'py, PyAny>,
         value: &Bound<'py, PyAny>,
-        id: &str,
+        id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = self.cls.py();
         // SAFETY: calling the type's `tp_new` with (type, empty args, no kwargs) as
@@ -191,22 +229,59 @@ impl<'py> ItemMaker<'py> {
                 ),
             )?
         };
-        obj.setattr(intern!(py, "key"), key)?;
-        obj.setattr(intern!(py, "value"), value)?;
-        obj.setattr(intern!(py, "id"), PyString::new(py, id))?;
+        let [k, v, i] = &self.names;
+        obj.setattr(k, key)?;
+        obj.setattr(v, value)?;
+        obj.setattr(i, id)?;
         Ok(obj)
     }
 }
 
-/// True for the key types the codec takes as they are (others go through `_plain`).
-fn plain_key_type(k: &Bound<'_, PyAny>) -> bool {
-    k.is_none()
-        || k.is_exact_instance_of::<PyString>()
-        || k.is_exact_instance_of::<PyInt>()
-        || k.is_exact_instance_of::<PyFloat>()
-        || k.is_exact_instance_of::<PyBytes>()
-        || k.is_exact_instance_of::<PyBool>()
-        || k.is_exact_instance_of::<PyDict>()
+/// True for the types `_plain` passes through unchanged (its `_PRIM`): exact str, int, float,
+/// bytes, bool, None, dict and list. Others go through `_plain` (dataclasses become dicts).
+fn plain_type(v: &Bound<'_, PyAny>) -> bool {
+    v.is_exact_instance_of::<PyString>()
+        || v.is_exact_instance_of::<PyInt>()
+        || v.is_none()
+        || v.is_exact_instance_of::<PyFloat>()
+        || v.is_exact_instance_of::<PyBytes>()
+        || v.is_exact_instance_of::<PyBool>()
+        || v.is_exact_instance_of::<PyDict>()
+        || v.is_exact_instance_of::<PyList>()
+}
+
+/// `_plain(v)`, calling back into Python only for the types it converts.
+fn to_plain<'py>(v: Bound<'py, PyAny>, plain: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if plain_type(&v) {
+        Ok(v)
+    } else {
+        plain.call1((v,))
+    }
+}
+
+/// Encoded items of a batch, in one buffer: `spans[i]` is (key end, value end) of item i.
+struct Encoded {
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Encoded {
+    fn with_capacity(n: usize) -> Self {
+        Encoded {
+            buf: Vec::with_capacity(n * 48),
+            spans: Vec::with_capacity(n),
+        }
+    }
+
+    /// (key, value) of each item.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.spans.iter().map(move |&(k, v)| {
+            let item = (&self.buf[start..k], &self.buf[k..v]);
+            start = v;
+            item
+        })
+    }
 }
 
 /// Replaces the key of the item under the cursor by `new_key` (its encoded form) when both
@@ -290,6 +365,75 @@ impl NativeBtree {
             let mut all = true;
             for k in &enc {
                 all &= raw.remove(k)?;
+            }
+            Ok(all)
+        }))
+    }
+
+    /// `Btree.add` / `add_if_not_exists` / `upsert` / `update` (op 0..3) of a list in one call:
+    /// `items` holds `Item`s (of class `cls`) or (key, value) tuples; keys and values go
+    /// through `plain` (`_plain`) unless they are of the types it passes through. False when
+    /// any item failed (the others stay applied).
+    fn write_items<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        op: u8,
+        cls: &Bound<'py, PyType>,
+        plain: &Bound<'py, PyAny>,
+    ) -> PyResult<bool> {
+        let op = WriteOp::from_code(op)?;
+        let (k_key, k_value) = (intern!(py, "key"), intern!(py, "value"));
+        let mut enc = Encoded::with_capacity(items.len());
+        for it in items.iter() {
+            let (k, v) = if it.is_exact_instance(cls) || it.is_instance(cls)? {
+                (it.getattr(k_key)?, it.getattr(k_value)?)
+            } else if let Ok(t) = it.cast::<PyTuple>()
+                && t.len() == 2
+            {
+                (t.get_item(0)?, t.get_item(1)?)
+            } else {
+                return Err(PyTypeError::new_err(
+                    "a batch is a list of Items (or (key, value) tuples)",
+                ));
+            };
+            let k = to_plain(k, plain)?;
+            let v = to_plain(v, plain)?;
+            self.push_item(&mut enc, &k, &v)?;
+        }
+        self.apply(py, &enc, op)
+    }
+
+    /// `Btree.remove` of a list in one call: each entry is a key, or an `Item` (of class
+    /// `cls`) standing for its key; keys go through `plain` as in `write_items`.
+    fn remove_items<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyList>,
+        cls: &Bound<'py, PyType>,
+        plain: &Bound<'py, PyAny>,
+    ) -> PyResult<bool> {
+        let k_key = intern!(py, "key");
+        let mut buf = Vec::with_capacity(keys.len() * 24);
+        let mut ends = Vec::with_capacity(keys.len());
+        for k in keys.iter() {
+            let k = if plain_type(&k) {
+                k
+            } else if k.is_instance(cls)? {
+                to_plain(k.getattr(k_key)?, plain)?
+            } else {
+                plain.call1((k,))?
+            };
+            codec::encode_key_into(&self.spec, &k, false, &mut buf)?;
+            ends.push(buf.len());
+        }
+        let raw = &self.raw;
+        engine(py.detach(move || {
+            let mut all = true;
+            let mut start = 0;
+            for &end in &ends {
+                all &= raw.remove(&buf[start..end])?;
+                start = end;
             }
             Ok(all)
         }))
@@ -388,7 +532,8 @@ impl NativeBtree {
         py: Python<'_>,
         items: Vec<(Py<PyAny>, Option<String>)>,
     ) -> PyResult<Vec<Option<PyItem>>> {
-        let mut enc = Vec::with_capacity(items.len());
+        let mut buf = Vec::with_capacity(items.len() * 24);
+        let mut keys = Vec::with_capacity(items.len());
         for (k, id) in &items {
             let id = match id.as_deref() {
                 Some(s) => {
@@ -397,9 +542,10 @@ impl NativeBtree {
                 }
                 None => None,
             };
-            enc.push((self.enc(k.bind(py))?, id));
+            codec::encode_key_into(&self.spec, k.bind(py), false, &mut buf)?;
+            keys.push((buf.len(), id));
         }
-        let got = self.fetch(py, &enc)?;
+        let got = self.fetch(py, &buf, &keys)?;
         got.iter()
             .map(|o| o.as_ref().map(|it| self.item(py, it, true)).transpose())
             .collect()
@@ -457,8 +603,10 @@ impl NativeBtree {
         plain: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let n = items.len();
+        // (input, key given to the codec, whether the input is an Item)
         let mut inputs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, bool)> = Vec::with_capacity(n);
-        let mut enc = Vec::with_capacity(n);
+        let mut buf = Vec::with_capacity(n * 24);
+        let mut keys = Vec::with_capacity(n);
         let (k_key, k_id) = (intern!(py, "key"), intern!(py, "id"));
         for it in items.iter() {
             let is_item = it.is_exact_instance(cls) || it.is_instance(cls)?;
@@ -475,20 +623,17 @@ impl NativeBtree {
             } else {
                 (it.clone(), None)
             };
-            let key = if plain_key_type(&key) {
-                key
-            } else {
-                plain.call1((key,))?
-            };
-            enc.push((self.enc(&key)?, id));
+            let key = to_plain(key, plain)?;
+            codec::encode_key_into(&self.spec, &key, false, &mut buf)?;
+            keys.push((buf.len(), id));
             inputs.push((it, key, is_item));
         }
-        let got = self.fetch(py, &enc)?;
+        let got = self.fetch(py, &buf, &keys)?;
         let maker = ItemMaker::new(cls)?;
         let scalar = !self.spec.composite();
         let none = py.None().into_bound(py);
-        let nil = codec::id_to_str(0);
-        let out = PyList::empty(py);
+        let nil = PyString::new(py, codec::NIL_ID).into_any();
+        let mut out = Vec::with_capacity(n);
         for ((it, key, is_item), found) in inputs.into_iter().zip(got) {
             let obj = match found {
                 Some(raw) => {
@@ -503,14 +648,14 @@ impl NativeBtree {
                             .into_bound(py)
                     };
                     let value = codec::decode_value(py, &raw.value)?.into_bound(py);
-                    maker.make(&key, &value, &codec::id_to_str(raw.id))?
+                    maker.make(&key, &value, codec::id_to_py(py, raw.id).as_any())?
                 }
                 None if is_item => it,
                 None => maker.make(&it, &none, &nil)?,
             };
-            out.append(obj)?;
+            out.push(obj);
         }
-        Ok(out)
+        PyList::new(py, out)
     }
 
     /// (found, value) of the first item with `key`; does not move the cursor.

@@ -98,13 +98,15 @@ fn push_float(x: f64, out: &mut Vec<u8>) -> PyResult<()> {
 }
 
 fn push_escaped(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 3);
     out.push(tag);
-    for &b in bytes {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
-        }
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xFF);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0, 0]);
 }
 
@@ -154,6 +156,17 @@ pub fn encode_value_key(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()>
 /// only the leading fields (for range bounds).
 pub fn encode_key(spec: &KeySpec, key: &Bound<'_, PyAny>, prefix: bool) -> PyResult<Vec<u8>> {
     let mut out = Vec::with_capacity(16);
+    encode_key_into(spec, key, prefix, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_key`], appended to `out` (batches encode into one buffer).
+pub fn encode_key_into(
+    spec: &KeySpec,
+    key: &Bound<'_, PyAny>,
+    prefix: bool,
+    out: &mut Vec<u8>,
+) -> PyResult<()> {
     match spec {
         KeySpec::Scalar => {
             if key.is_instance_of::<PyDict>() {
@@ -162,13 +175,13 @@ pub fn encode_key(spec: &KeySpec, key: &Bound<'_, PyAny>, prefix: bool) -> PyRes
                      is_primitive_key=False) to use dict keys",
                 ));
             }
-            encode_value_key(key, &mut out)?;
+            encode_value_key(key, out)?;
         }
         KeySpec::AnyMap => {
             if !key.is_instance_of::<PyDict>() {
                 return Err(PyTypeError::new_err("this store has dict keys"));
             }
-            encode_value_key(key, &mut out)?;
+            encode_value_key(key, out)?;
         }
         KeySpec::Fields(fields) => {
             let d = key
@@ -184,7 +197,7 @@ pub fn encode_key(spec: &KeySpec, key: &Bound<'_, PyAny>, prefix: bool) -> PyRes
                     )));
                 };
                 let start = out.len();
-                encode_value_key(&v, &mut out)?;
+                encode_value_key(&v, out)?;
                 if !asc {
                     for b in &mut out[start..] {
                         *b = !*b;
@@ -193,7 +206,7 @@ pub fn encode_key(spec: &KeySpec, key: &Bound<'_, PyAny>, prefix: bool) -> PyRes
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn corrupt(what: &str) -> PyErr {
@@ -289,22 +302,29 @@ fn json_dumps_py(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 fn push_json_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    for &b in s.as_bytes() {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 15)]);
             }
-            _ => out.push(b),
         }
     }
+    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -337,10 +357,8 @@ fn json_dumps(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// `json.loads`, with str / small int / true / false / null decoded in Rust.
 fn json_loads(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
     match b {
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') && !inner.contains(&b'"') => {
-            if let Ok(s) = std::str::from_utf8(inner)
-                && !s.bytes().any(|c| c < 0x20)
-            {
+        [b'"', inner @ .., b'"'] if !inner.iter().any(|&c| c == b'\\' || c == b'"' || c < 0x20) => {
+            if let Ok(s) = std::str::from_utf8(inner) {
                 return Ok(PyString::new(py, s).into_any().unbind());
             }
         }
@@ -370,12 +388,13 @@ fn json_loads(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
 }
 
 /// Frames a value (and, for composite stores, the full key) for storage.
-pub fn encode_stored(
+/// Appends to `out` (batches encode into one buffer).
+pub fn encode_stored_into(
     spec: &KeySpec,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
-) -> PyResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(32);
+    out: &mut Vec<u8>,
+) -> PyResult<()> {
     if spec.composite() {
         out.push(F_KEY);
         let k = json_dumps(key)?;
@@ -392,9 +411,9 @@ pub fn encode_stored(
         out.extend_from_slice(b.as_bytes());
     } else {
         out.push(V_JSON);
-        json_dumps_into(value, &mut out)?;
+        json_dumps_into(value, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The JSON form of a key as stored in front of the values of composite stores (None for
@@ -469,27 +488,59 @@ pub fn decode_key(
     decode_value_key(py, key, &mut pos)
 }
 
-/// Formats an item id as a UUID string.
-pub fn id_to_str(id: u128) -> String {
+/// The nil item id as text (what `Item.id` holds when no id is given).
+pub const NIL_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Formats an item id as a UUID string (36 ASCII bytes).
+pub fn id_to_bytes(id: u128) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out.push('-');
+    let bytes = id.to_be_bytes();
+    let mut out = [b'-'; 36];
+    let mut pos = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            pos += 1;
         }
-        let nibble = (id >> (124 - 4 * i)) & 15;
-        #[allow(clippy::cast_possible_truncation)]
-        out.push(char::from(HEX[nibble as usize]));
+        out[pos] = HEX[usize::from(b >> 4)];
+        out[pos + 1] = HEX[usize::from(b & 15)];
+        pos += 2;
     }
     out
 }
 
+/// Formats an item id as a UUID string.
+pub fn id_to_str(id: u128) -> String {
+    id_to_bytes(id).iter().map(|&b| char::from(b)).collect()
+}
+
+/// An item id as a Python str.
+pub fn id_to_py(py: Python<'_>, id: u128) -> Bound<'_, PyString> {
+    let b = id_to_bytes(id);
+    // The bytes are ASCII hex digits and dashes.
+    PyString::new(py, std::str::from_utf8(&b).unwrap_or_default())
+}
+
 /// Parses a UUID string (with or without dashes) into an item id.
 pub fn id_from_str(s: &str) -> PyResult<u128> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return Err(PyValueError::new_err(format!("invalid item id {s:?}")));
+    let bad = || PyValueError::new_err(format!("invalid item id {s:?}"));
+    let mut id: u128 = 0;
+    let mut digits = 0;
+    for c in s.bytes() {
+        let d = match c {
+            b'-' => continue,
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return Err(bad()),
+        };
+        digits += 1;
+        if digits > 32 {
+            return Err(bad());
+        }
+        id = (id << 4) | u128::from(d);
     }
-    u128::from_str_radix(&hex, 16)
-        .map_err(|_| PyValueError::new_err(format!("invalid item id {s:?}")))
+    if digits != 32 {
+        return Err(bad());
+    }
+    Ok(id)
 }

@@ -585,17 +585,29 @@ class Btree:
 
     def add(self, *args: Any) -> bool:
         """``add(ctx, key | Item | list[Item], value=None)``; False when a key exists (unique)."""
-        return self._n.add(_pairs(_strip_ctx(args)))
+        args = _strip_ctx(args)
+        if args and type(args[0]) is list:
+            return self._n.write_items(args[0], 0, Item, _plain)
+        return self._n.add(_pairs(args))
 
     def add_if_not_exists(self, *args: Any) -> bool:
-        return self._n.add_if_not_exists(_pairs(_strip_ctx(args)))
+        args = _strip_ctx(args)
+        if args and type(args[0]) is list:
+            return self._n.write_items(args[0], 1, Item, _plain)
+        return self._n.add_if_not_exists(_pairs(args))
 
     def upsert(self, *args: Any) -> bool:
-        return self._n.upsert(_pairs(_strip_ctx(args)))
+        args = _strip_ctx(args)
+        if args and type(args[0]) is list:
+            return self._n.write_items(args[0], 2, Item, _plain)
+        return self._n.upsert(_pairs(args))
 
     def update(self, *args: Any) -> bool:
         """False when a key is missing."""
-        return self._n.update(_pairs(_strip_ctx(args)))
+        args = _strip_ctx(args)
+        if args and type(args[0]) is list:
+            return self._n.write_items(args[0], 3, Item, _plain)
+        return self._n.update(_pairs(args))
 
     def remove(self, *args: Any) -> bool:
         """``remove(ctx, key | list[key])``; False when a key is missing (others are removed)."""
@@ -605,11 +617,8 @@ class Btree:
         k = args[0]
         if type(k) in _PRIM and type(k) is not list:
             return self._n.remove([k])
-        keys = list(k) if isinstance(k, (list, tuple)) else [k]
-        prim = _PRIM
-        if not all(type(x) in prim for x in keys):
-            keys = [_plain(x.key if isinstance(x, Item) else x) for x in keys]
-        return self._n.remove(keys)
+        keys = k if type(k) is list else list(k) if isinstance(k, tuple) else [k]
+        return self._n.remove_items(keys, Item, _plain)
 
     def update_key(self, *args: Any) -> bool:
         """``update_key(ctx, Item | list[Item])``: finds each item by its key (and id, when not
