@@ -59,6 +59,48 @@ struct Ctx<'a> {
     mods: &'a AtomicU64,
 }
 
+/// Calls `f` with the first item with `key` (recording the point read); `None` when absent.
+fn with_first<R>(
+    c: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&mut Ctx<'_>, &Item) -> Result<R>,
+) -> Result<Option<R>> {
+    c.read_point(key);
+    let shape = c.shape();
+    let root = c.root();
+    match btree::lookup(&mut c.nodes, &shape, root, key)? {
+        btree::Lookup::Found(leaf, idx) => match &*leaf {
+            Node::Leaf(items) => match items.get(idx) {
+                Some(i) => f(c, i).map(Some),
+                None => Ok(None),
+            },
+            Node::Internal { .. } => Ok(None),
+        },
+        btree::Lookup::Absent => Ok(None),
+        btree::Lookup::Ambiguous => {
+            let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
+                return Ok(None);
+            };
+            match p.item() {
+                Some(i) if c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal => {
+                    f(c, i).map(Some)
+                }
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+fn item_with_key(c: &mut Ctx<'_>, key: &[u8]) -> Result<Option<RawItem>> {
+    with_first(c, key, |c, it| {
+        Ok(RawItem {
+            value: c.read_value(&it.value)?,
+            key: it.key.to_vec(),
+            id: it.id,
+        })
+    })
+}
+
 fn with<R>(
     txn: &Mutex<TxnState>,
     store: StoreId,
@@ -758,34 +800,28 @@ impl RawBtree {
     /// # Errors
     /// As [`RawBtree::find`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|c| {
-            c.read_point(key);
-            let shape = c.shape();
-            let root = c.root();
-            match btree::lookup(&mut c.nodes, &shape, root, key)? {
-                btree::Lookup::Found(leaf, idx) => match &*leaf {
-                    Node::Leaf(items) => match items.get(idx) {
-                        Some(i) => c.read_value(&i.value).map(Some),
-                        None => Ok(None),
-                    },
-                    Node::Internal { .. } => Ok(None),
-                },
-                btree::Lookup::Absent => Ok(None),
-                btree::Lookup::Ambiguous => {
-                    let Some(p) = c.seek(key, ItemId::MAX, Seek::Ge)? else {
-                        return Ok(None);
-                    };
-                    match p.item() {
-                        Some(i)
-                            if c.nodes.store.shape.order.keys(&i.key, key) == Ordering::Equal =>
-                        {
-                            c.read_value(&i.value).map(Some)
-                        }
-                        _ => Ok(None),
-                    }
-                }
-            }
-        })
+        self.with(|c| with_first(c, key, |c, it| c.read_value(&it.value)))
+    }
+
+    /// The first item with `key` (the newest of duplicates): key, value and item id, without
+    /// moving the cursor. Records the same read as [`RawBtree::get`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::get`].
+    pub fn get_item(&self, key: &[u8]) -> Result<Option<RawItem>> {
+        self.with(|c| item_with_key(c, key))
+    }
+
+    /// [`RawBtree::get_item`] for many keys under one lock of the transaction (batched
+    /// lookups, e.g. from Python): one result per key, in order.
+    ///
+    /// # Errors
+    /// As [`RawBtree::get`]; the first error ends the batch.
+    pub fn get_items<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<Vec<Option<RawItem>>> {
+        self.with(|c| keys.into_iter().map(|k| item_with_key(c, k)).collect())
     }
 
     /// True when an item has `key` (does not move the cursor).

@@ -314,3 +314,46 @@ fn handles_are_thread_safe() {
     send::<sop::Btree<String, u64>>();
     send::<sop::RawRange>();
 }
+
+#[test]
+fn get_item_and_get_items_return_the_newest_item_without_moving_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(DatabaseOptions::new(dir.path())).unwrap();
+    let tx = db.begin(TransactionMode::ForWriting).unwrap();
+    let s = tx
+        .new_raw_btree("dups", StoreOptions::unique(false))
+        .unwrap();
+    s.add(b"a", b"1").unwrap();
+    s.add(b"b", b"old").unwrap();
+    s.add(b"b", b"new").unwrap();
+    s.add(b"c", b"3").unwrap();
+    assert!(s.find(b"c", false).unwrap());
+    let b = s.get_item(b"b").unwrap().unwrap();
+    assert_eq!(
+        (b.key.as_slice(), b.value.as_slice()),
+        (&b"b"[..], &b"new"[..])
+    );
+    assert_eq!(
+        s.current_key().unwrap().map(|(k, _)| k),
+        Some(b"c".to_vec())
+    );
+    let got = s
+        .get_items([&b"c"[..], b"zz", b"a", b"b"])
+        .unwrap()
+        .into_iter()
+        .map(|i| i.map(|i| i.value))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        vec![
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"new".to_vec())
+        ]
+    );
+    // The id is the newest duplicate's.
+    assert!(s.find_with_id(b"b", b.id).unwrap());
+    assert_eq!(s.current_value().unwrap(), Some(b"new".to_vec()));
+    tx.commit().unwrap();
+}
