@@ -23,7 +23,8 @@ stamp="$ours/.sop-py-build-stamp"
 newer=""
 if [ -f "$stamp" ] && "$ours/bin/python" -c "import sop._sop" 2>/dev/null; then
     newer="$(find "$here/src" "$here/Cargo.toml" "$here/pyproject.toml" "$root/crates/sop/src" \
-        "$root/crates/sop/Cargo.toml" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$stamp" -print -quit)"
+        "$root/crates/sop/Cargo.toml" "$root/crates/sop-redis/src" \
+        "$root/crates/sop-redis/Cargo.toml" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$stamp" -print -quit)"
 else
     newer="missing"
 fi

@@ -22,6 +22,17 @@ pub struct NativeBtree {
     raw: Arc<RawBtree>,
     spec: KeySpec,
     name: String,
+    /// The process that opened it.
+    pid: u32,
+}
+
+impl Drop for NativeBtree {
+    /// In a forked child the store handle is the parent's: leak it rather than drop it.
+    fn drop(&mut self) {
+        if crate::database::forked_since(self.pid) {
+            std::mem::forget(Arc::clone(&self.raw));
+        }
+    }
 }
 
 /// A write operation of a batch.
@@ -83,6 +94,7 @@ impl NativeBtree {
             raw: Arc::new(raw),
             spec,
             name,
+            pid: std::process::id(),
         }
     }
 

@@ -1,22 +1,57 @@
-//! Opening databases. A standalone engine database has one owner per process, so handles are
-//! shared through a process-wide registry keyed by the folder: every `sop.Database` on the same
-//! folder uses the same engine database.
+//! Opening databases. An engine database handle stands for one process (a standalone database
+//! has one owner; in clustered mode each process opens the folder once and coordinates with the
+//! others through Redis), so handles are shared through a process-wide registry keyed by the
+//! folder: every `sop.Database` on the same folder uses the same engine database, in the mode it
+//! was first opened in.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sop::{DatabaseOptions, TransactionMode};
+use sop::{ClusterOptions, DatabaseOptions, TransactionMode};
+use sop_redis::RedisOptions;
 
-use crate::errors::{DatabaseError, db_err, txn_err};
+use crate::errors::{DatabaseError, db_err, open_err, txn_err};
 use crate::transaction::NativeTransaction;
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, sop::Database>> {
-    static OPEN: OnceLock<Mutex<HashMap<PathBuf, sop::Database>>> = OnceLock::new();
-    OPEN.get_or_init(|| Mutex::new(HashMap::new()))
+/// The open databases of this process, by folder.
+struct Registry {
+    /// The process the handles belong to.
+    pid: u32,
+    open: HashMap<PathBuf, sop::Database>,
+}
+
+/// The registry, emptied first if this process is a fork of the one that filled it: a forked
+/// child must not write through its parent's handles (in clustered mode it would append to
+/// the parent's own log segment), nor close them (a close checkpoints), so the inherited
+/// handles are leaked and the child opens its own.
+fn registry() -> PyResult<MutexGuard<'static, Registry>> {
+    static OPEN: OnceLock<Mutex<Registry>> = OnceLock::new();
+    let mut reg = OPEN
+        .get_or_init(|| {
+            Mutex::new(Registry {
+                pid: std::process::id(),
+                open: HashMap::new(),
+            })
+        })
+        .lock()
+        .map_err(|_| poisoned())?;
+    let pid = std::process::id();
+    if reg.pid != pid {
+        for (_, db) in reg.open.drain() {
+            std::mem::forget(db);
+        }
+        reg.pid = pid;
+    }
+    Ok(reg)
+}
+
+/// True in a process forked from the one with id `pid`.
+pub fn forked_since(pid: u32) -> bool {
+    pid != std::process::id()
 }
 
 fn normalize(path: &str) -> PyResult<PathBuf> {
@@ -33,27 +68,99 @@ fn poisoned() -> PyErr {
     DatabaseError::new_err("database registry poisoned")
 }
 
+fn mode_name(clustered: bool) -> &'static str {
+    if clustered { "clustered" } else { "standalone" }
+}
+
+/// The Redis settings of a clustered open: `url` (a `redis://` URL) wins over `address`
+/// (`host:port`); empty strings count as unset; `password` and a non-zero `db` override what
+/// the URL says.
+fn redis_options(
+    url: Option<&str>,
+    address: Option<&str>,
+    password: Option<&str>,
+    db: i64,
+) -> RedisOptions {
+    let set = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let defaults = RedisOptions::default();
+    RedisOptions {
+        url: set(url),
+        address: set(address).unwrap_or(defaults.address.clone()),
+        password: set(password),
+        db,
+        ..defaults
+    }
+}
+
 /// An open database.
 #[pyclass(module = "sop._sop", frozen)]
 pub struct NativeDatabase {
     db: sop::Database,
     path: PathBuf,
+    /// The process that opened it.
+    pid: u32,
 }
 
-/// Opens (creating when missing) the database in `path`, or returns the handle already open.
+impl Drop for NativeDatabase {
+    /// In a forked child the handle is the parent's: leak it rather than close it.
+    fn drop(&mut self) {
+        if forked_since(self.pid) {
+            std::mem::forget(self.db.clone());
+        }
+    }
+}
+
+/// Opens (creating when missing) the database in `path`, or returns the handle this process
+/// already has open. `clustered`: open in clustered mode with Redis (`redis_url`, else
+/// `redis_address`, with `redis_password` / `redis_db`) as the coordinator, so that other
+/// processes may open the folder at the same time.
 #[pyfunction]
-pub fn open_database(py: Python<'_>, path: &str) -> PyResult<NativeDatabase> {
+#[pyo3(signature = (path, clustered = false, redis_url = None, redis_address = None, redis_password = None, redis_db = 0))]
+pub fn open_database(
+    py: Python<'_>,
+    path: &str,
+    clustered: bool,
+    redis_url: Option<&str>,
+    redis_address: Option<&str>,
+    redis_password: Option<&str>,
+    redis_db: i64,
+) -> PyResult<NativeDatabase> {
     let path = normalize(path)?;
+    let redis =
+        clustered.then(|| redis_options(redis_url, redis_address, redis_password, redis_db));
     let db = py.detach(|| -> PyResult<sop::Database> {
-        let mut reg = registry().lock().map_err(|_| poisoned())?;
-        if let Some(db) = reg.get(&path) {
+        let mut reg = registry()?;
+        if let Some(db) = reg.open.get(&path) {
+            let open_clustered = db.cluster_id().is_some();
+            if open_clustered != clustered {
+                return Err(DatabaseError::new_err(format!(
+                    "{} is already open in {} mode in this process; it cannot also be opened in \
+                     {} mode (close every Database on it first)",
+                    path.display(),
+                    mode_name(open_clustered),
+                    mode_name(clustered),
+                )));
+            }
             return Ok(db.clone());
         }
-        let db = sop::Database::open(DatabaseOptions::new(&path)).map_err(|e| db_err(&e))?;
-        reg.insert(path.clone(), db.clone());
+        let opts = DatabaseOptions::new(&path);
+        let db = match &redis {
+            Some(redis) => sop_redis::open(opts, ClusterOptions::default(), redis),
+            None => sop::Database::open(opts),
+        }
+        .map_err(|e| open_err(&e))?;
+        reg.open.insert(path.clone(), db.clone());
         Ok(db)
     })?;
-    Ok(NativeDatabase { db, path })
+    Ok(NativeDatabase {
+        db,
+        path,
+        pid: std::process::id(),
+    })
 }
 
 /// Reads the persisted options of the database in `path`: (type, folder).
@@ -74,7 +181,7 @@ pub fn read_options(py: Python<'_>, path: &str) -> PyResult<(u8, String)> {
 #[pyfunction]
 pub fn close_database(path: &str) -> PyResult<bool> {
     let p = normalize(path)?;
-    let removed = registry().lock().map_err(|_| poisoned())?.remove(&p);
+    let removed = registry()?.open.remove(&p);
     Ok(removed.is_some())
 }
 
@@ -84,6 +191,18 @@ impl NativeDatabase {
     #[getter]
     fn path(&self) -> String {
         self.path.display().to_string()
+    }
+
+    /// The id of the process that opened it (a forked child must open its own).
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// True when open in clustered mode.
+    #[getter]
+    fn clustered(&self) -> bool {
+        self.db.cluster_id().is_some()
     }
 
     /// Begins a transaction: mode 0 NoCheck, 1 ForWriting, 2 ForReading; `max_minutes` is the

@@ -26,6 +26,18 @@ pub struct NativeTransaction {
     txn: Arc<sop::Transaction>,
     /// Metadata of the stores this transaction created or opened.
     meta: Mutex<HashMap<String, String>>,
+    /// The process that began it.
+    pid: u32,
+}
+
+impl Drop for NativeTransaction {
+    /// In a forked child the transaction is the parent's: leak it rather than end it.
+    fn drop(&mut self) {
+        if crate::database::forked_since(self.pid) {
+            std::mem::forget(self.db.clone());
+            std::mem::forget(Arc::clone(&self.txn));
+        }
+    }
 }
 
 impl NativeTransaction {
@@ -34,6 +46,7 @@ impl NativeTransaction {
             db,
             txn: Arc::new(txn),
             meta: Mutex::new(HashMap::new()),
+            pid: std::process::id(),
         }
     }
 

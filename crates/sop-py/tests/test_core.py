@@ -244,14 +244,24 @@ def test_two_database_objects_share_folder(tmp_path, ctx):
         assert b.open_btree(ctx, "s", t).count() == 1
 
 
-def test_clustered_and_redis_rejected(tmp_path, ctx):
-    for o in [DatabaseOptions(type=DatabaseType.Clustered, stores_folders=[str(tmp_path)]),
-              DatabaseOptions(stores_folders=[str(tmp_path)], redis_config=sop.RedisCacheConfig(url="redis://x")),
+def test_unavailable_backends_rejected(tmp_path, ctx):
+    # Clustered mode with Redis works (tests/test_clustered.py); Cassandra, replication and
+    # erasure coding do not exist in SOP-rs.
+    ec = {"": sop.ErasureCodingConfig(2, 1, [str(tmp_path / "d1"), str(tmp_path / "d2"), str(tmp_path / "d3")])}
+    for o in [DatabaseOptions(type=DatabaseType.Clustered, stores_folders=[str(tmp_path)], keyspace="ks"),
+              DatabaseOptions(stores_folders=[str(tmp_path)], erasure_config=ec),
               DatabaseOptions(stores_folders=[str(tmp_path / "a"), str(tmp_path / "b")])]:
         with pytest.raises(sop.ClusteredModeNotAvailableError, match="not available yet"):
             Database(o).begin_transaction(ctx)
-    sop.Redis.initialize("redis://localhost:6379")
-    sop.Redis.close()
+
+
+def test_standalone_ignores_redis_config(tmp_path, ctx):
+    # sop4py uses redis_config in standalone mode only as a cache; SOP-rs needs no Redis there.
+    db = Database(DatabaseOptions(stores_folders=[str(tmp_path / "db")],
+                                  redis_config=sop.RedisCacheConfig(address="127.0.0.1:1")))
+    seed(db, ctx, ["k"])
+    with db.begin_transaction(ctx, TransactionMode.ForReading) as t:
+        assert db.open_btree(ctx, "s", t).count() == 1
 
 
 def test_bad_input_raises(db, ctx):

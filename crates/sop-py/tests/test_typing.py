@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+import sop
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "typing_example.py")
 
@@ -17,6 +19,8 @@ def test_typing_example_runs(tmp_path):
         sys.path.remove(HERE)
     assert len(typing_example.sop4py_style(str(tmp_path / "a"))) == 4
     assert typing_example.pythonic_style(str(tmp_path / "b")) == 2
+    db = typing_example.clustered_database(str(tmp_path / "c"), "127.0.0.1:6379")
+    assert db.options.type == sop.DatabaseType.Clustered and sop.Redis.connection_string is None
 
 
 def test_stubs_pass_mypy_strict():

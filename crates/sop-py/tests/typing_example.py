@@ -8,8 +8,8 @@ import sys
 import tempfile
 
 import sop
-from sop import (BtreeOptions, Context, Database, DatabaseOptions, IndexFieldSpecification,
-                 IndexSpecification, Item, PagingInfo, TransactionMode)
+from sop import (BtreeOptions, Context, Database, DatabaseOptions, DatabaseType, IndexFieldSpecification,
+                 IndexSpecification, Item, PagingInfo, Redis, RedisCacheConfig, TransactionMode)
 
 
 def sop4py_style(folder: str) -> list[Item[str, int]]:
@@ -43,6 +43,16 @@ def pythonic_style(folder: str) -> int:
     err: type[Exception] = sop.BtreeError
     assert issubclass(err, sop.TransactionError)
     return total
+
+
+def clustered_database(folder: str, address: str) -> Database:
+    """Clustered-mode configuration as type checkers see it (lazy: nothing is opened here)."""
+    Redis.initialize(f"redis://{address}/0")
+    Redis.close()
+    err: type[Exception] = sop.RedisConnectionError
+    assert issubclass(err, sop.DatabaseError)
+    return Database(DatabaseOptions(type=DatabaseType.Clustered, stores_folders=[folder],
+                                    redis_config=RedisCacheConfig(address=address)))
 
 
 if __name__ == "__main__":

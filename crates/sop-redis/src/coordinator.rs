@@ -10,28 +10,73 @@ use sop::{Coordinator, Error, Lease, Result};
 
 use crate::options::RedisOptions;
 
-/// Takes the lease if it is free (or already ours: a retried grant whose reply was lost).
-/// KEYS: commit, fence. ARGV: token, ttl in ms, the largest fence the client has seen.
-/// Returns `{1, fence}` when granted, `{0, pttl}` when held by another owner.
+/// Takes the lease if it is free and the caller is first in line (or already owns it: a
+/// retried grant whose reply was lost), else (with `join`) queues the caller.
+///
+/// The wait queue is two sorted sets: `queue` (token -> arrival time in microseconds, by
+/// Redis' clock, so the first to arrive is first served) and `live` (token -> the time in
+/// milliseconds until which the waiter counts as alive; every attempt pushes it on). Waiters
+/// at the head of the queue whose time has passed (they crashed or gave up without leaving)
+/// are dropped before deciding; the caller itself counts as alive. Queuing is idempotent
+/// (`ZADD NX` keeps the first arrival time), and both sets expire when no waiter touches
+/// them for a liveness period, so a lost or abandoned queue disappears on its own.
+///
+/// KEYS: commit, fence, queue, live. ARGV: token, ttl in ms, the largest fence the client has
+/// seen, join (1 to queue when not granted), liveness in ms.
+/// Returns `{1, fence, 0}` when granted, else `{0, pttl, rank}`: the lease's remaining time
+/// (-2 when it is free but another waiter is first in line) and the caller's place in the
+/// queue (0 = next; -1 when not queued).
 const ACQUIRE: &str = r"
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
 end
+local me = ARGV[1]
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
+if cur == me then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, tonumber(redis.call('GET', KEYS[2])) or 0}
+  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local head
+while true do
+  head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head or head == me then break end
+  local alive = redis.call('ZSCORE', KEYS[4], head)
+  if alive and tonumber(alive) >= now then break end
+  redis.call('ZREM', KEYS[3], head)
+  redis.call('ZREM', KEYS[4], head)
+end
+if not cur and (not head or head == me) then
+  redis.call('ZREM', KEYS[3], me)
+  redis.call('ZREM', KEYS[4], me)
+  local f = redis.call('GET', KEYS[2])
+  if not f or gt(ARGV[3], f) then
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
+  redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
+  return {1, redis.call('INCR', KEYS[2]), 0}
+end
+local rank = -1
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[3], 'NX', t[1] .. string.format('%06d', tonumber(t[2])), me)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), me)
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+  rank = redis.call('ZRANK', KEYS[3], me)
 end
 if cur then
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', KEYS[1]), rank}
 end
-local f = redis.call('GET', KEYS[2])
-if not f or gt(ARGV[3], f) then
-  redis.call('SET', KEYS[2], ARGV[3])
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {1, redis.call('INCR', KEYS[2])}
+return {0, -2, rank}
+";
+
+/// Takes a waiter that gives up out of the queue. KEYS: queue, live. ARGV: token.
+const LEAVE: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 0
 ";
 
 /// Extends the lease if the caller still owns it. KEYS: commit. ARGV: token, ttl in ms.
@@ -63,9 +108,20 @@ return 0
 
 /// Longest time to live sent to Redis (about 4,000 years; Redis rejects overflowing ones).
 const MAX_TTL_MS: u64 = 1 << 47;
-/// First and largest sleep between two attempts to take a held lease.
+/// First and largest sleep between two attempts while Redis is unreachable.
 const MIN_BACKOFF: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
+/// The first waiter in line polls every `HEAD_POLL_MIN`, the interval growing by a tenth per
+/// attempt up to `HEAD_POLL_MAX` (a long commit is not polled thousands of times a second);
+/// the waiter at place `n` behind it polls about every `(n + 1) * HEAD_POLL_MIN`, at most
+/// `POLL_MAX`. Every interval is jittered by ±25%.
+const HEAD_POLL_MIN: Duration = Duration::from_micros(500);
+const HEAD_POLL_MAX: Duration = Duration::from_millis(2);
+const POLL_MAX: Duration = Duration::from_millis(5);
+/// How long a waiter stays in the queue without polling (it crashed, or gave up and could
+/// not say so) before the others skip it. Far above `POLL_MAX` so that a live waiter that is
+/// descheduled for a while keeps its place.
+const WAITER_LIVENESS: Duration = Duration::from_millis(100);
 
 /// The keys of one database: `sop:{<db_id>}:...` (one hash slot per database, so the scripts
 /// also run on Redis Cluster).
@@ -74,6 +130,8 @@ struct Keys {
     commit: String,
     fence: String,
     seq: String,
+    queue: String,
+    live: String,
     cache_prefix: String,
 }
 
@@ -84,6 +142,8 @@ impl Keys {
             commit: format!("{p}commit"),
             fence: format!("{p}fence"),
             seq: format!("{p}seq"),
+            queue: format!("{p}queue"),
+            live: format!("{p}live"),
             cache_prefix: format!("{p}c:"),
         }
     }
@@ -109,6 +169,7 @@ pub struct RedisCoordinator {
     /// lost its data (restart without persistence, `FLUSHALL`) resumes counting above it.
     max_fence: AtomicU64,
     acquire: Script,
+    leave: Script,
     renew: Script,
     release: Script,
 }
@@ -157,6 +218,7 @@ impl RedisCoordinator {
             idle: Mutex::new(Vec::new()),
             max_fence: AtomicU64::new(0),
             acquire: Script::new(ACQUIRE),
+            leave: Script::new(LEAVE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
         };
@@ -259,6 +321,18 @@ impl RedisCoordinator {
         }
     }
 
+    /// Takes a waiter that gives up out of the queue, so that the others need not wait for
+    /// its entry to expire. Best effort: a failure only costs them that wait.
+    fn leave_queue(&self, hex: &str) {
+        let _ = self.run(self.connect_timeout, |c| {
+            self.leave
+                .key(&self.keys.queue)
+                .key(&self.keys.live)
+                .arg(hex)
+                .invoke::<i64>(c)
+        });
+    }
+
     /// The error for a failed `what`.
     fn failure(&self, what: &str, e: &RedisError) -> Error {
         let target = &self.target;
@@ -285,7 +359,12 @@ impl Coordinator for RedisCoordinator {
         let token = fastrand::u128(..);
         let hex = format!("{token:032x}");
         let ttl_ms = millis(ttl);
+        let liveness_ms = millis(WAITER_LIVENESS);
+        // A caller that will not wait does not queue (it would only be in the others' way).
+        let join = u8::from(!wait.is_zero());
         let mut backoff = MIN_BACKOFF;
+        let mut head_poll = HEAD_POLL_MIN;
+        let mut queued = false;
         let mut first = true;
         loop {
             // The first attempt may take the whole connect timeout; later ones what is left.
@@ -303,14 +382,17 @@ impl Coordinator for RedisCoordinator {
                 self.acquire
                     .key(&self.keys.commit)
                     .key(&self.keys.fence)
+                    .key(&self.keys.queue)
+                    .key(&self.keys.live)
                     .arg(&hex)
                     .arg(ttl_ms)
                     .arg(min_fence)
-                    .invoke::<(i64, i64)>(c)
+                    .arg(join)
+                    .arg(liveness_ms)
+                    .invoke::<(i64, i64, i64)>(c)
             });
-            let jittered = backoff / 2 + backoff.mul_f64(fastrand::f64() / 2.0);
             let (pause, failure) = match reply {
-                Ok((1, fence)) => {
+                Ok((1, fence, _)) => {
                     let fence = u64::try_from(fence).map_err(|_| {
                         Error::Coordinator(format!(
                             "Redis at {} returned a negative fencing number {fence} (key {})",
@@ -325,32 +407,63 @@ impl Coordinator for RedisCoordinator {
                         ttl,
                     });
                 }
-                Ok((_, pttl)) => {
-                    // pttl < 0: held without expiry (set by hand) or expired just now.
+                Ok((_, pttl, rank)) => {
+                    queued |= rank >= 0;
+                    backoff = MIN_BACKOFF;
+                    // Next in line: poll often, the lease is handed on as soon as it is free.
+                    // Further back: one's turn is at least a commit per waiter ahead away.
+                    let poll = match u32::try_from(rank) {
+                        Ok(n) if n > 0 => {
+                            head_poll = HEAD_POLL_MIN;
+                            (HEAD_POLL_MIN * (n + 1)).min(POLL_MAX)
+                        }
+                        _ => {
+                            let p = head_poll;
+                            head_poll = head_poll.mul_f64(1.1).min(HEAD_POLL_MAX);
+                            p
+                        }
+                    };
+                    let poll = jitter(poll);
+                    // pttl < 0: free (another waiter is next), held without expiry (set by
+                    // hand) or expired just now.
                     let pause = match u64::try_from(pttl) {
-                        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(jittered),
-                        _ => jittered,
+                        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(poll),
+                        _ => poll,
                     };
                     (pause, None)
                 }
-                Err(e) if is_connection_failure(&e) => (jittered, Some(e)),
-                Err(e) => return Err(self.failure("acquiring the commit lease", &e)),
+                Err(e) if is_connection_failure(&e) => {
+                    let pause = jitter(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    (pause, Some(e))
+                }
+                Err(e) => {
+                    if queued {
+                        self.leave_queue(&hex);
+                    }
+                    return Err(self.failure("acquiring the commit lease", &e));
+                }
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(match failure {
+                    // Redis is unreachable: it cannot be told, and the entry expires anyway.
                     Some(e) => self.failure(
                         &format!("acquiring the commit lease (retried for {wait:?})"),
                         &e,
                     ),
-                    None => Error::Timeout(format!(
-                        "the commit lease of database {:?} was not free within {wait:?}",
-                        self.db_id
-                    )),
+                    None => {
+                        if queued {
+                            self.leave_queue(&hex);
+                        }
+                        Error::Timeout(format!(
+                            "the commit lease of database {:?} was not free within {wait:?}",
+                            self.db_id
+                        ))
+                    }
                 });
             }
             std::thread::sleep(pause.min(left));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -460,6 +573,11 @@ fn millis(d: Duration) -> u64 {
         .clamp(1, MAX_TTL_MS)
 }
 
+/// `d` scaled by a random factor in [0.75, 1.25): waiters that started together drift apart.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.75 + fastrand::f64() / 2.0)
+}
+
 /// Socket timeouts must not be zero (that means "none" to some and an error to others).
 fn nonzero(d: Duration) -> Duration {
     d.max(Duration::from_millis(1))
@@ -475,6 +593,8 @@ mod tests {
         assert_eq!(k.commit, "sop:{db-1}:commit");
         assert_eq!(k.fence, "sop:{db-1}:fence");
         assert_eq!(k.seq, "sop:{db-1}:seq");
+        assert_eq!(k.queue, "sop:{db-1}:queue");
+        assert_eq!(k.live, "sop:{db-1}:live");
         assert_eq!(k.cache_prefix, "sop:{db-1}:c:");
     }
 

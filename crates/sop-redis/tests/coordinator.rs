@@ -452,3 +452,184 @@ fn pool_serves_concurrent_callers() {
         .expect("free lease");
     assert_eq!(l.fence, 161, "160 grants before this one");
 }
+
+#[test]
+fn lease_is_shared_fairly_between_busy_coordinators() {
+    let server = RedisServer::start();
+    let coordinators: Vec<RedisCoordinator> = (0..3).map(|_| connect(&server, "db")).collect();
+    let run_for = Duration::from_secs(2);
+    let start = Instant::now();
+    // (grants, longest wait) per coordinator, each hammering the lease from its own thread:
+    // acquire, hold about 1 ms, release, at once acquire again.
+    let results: Vec<(u64, Duration)> = std::thread::scope(|s| {
+        let threads: Vec<_> = coordinators
+            .iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let (mut grants, mut longest) = (0u64, Duration::ZERO);
+                    while start.elapsed() < run_for {
+                        let asked = Instant::now();
+                        let l = c
+                            .acquire_commit_lease(TTL, Duration::from_secs(10))
+                            .expect("granted in turn");
+                        longest = longest.max(asked.elapsed());
+                        grants += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                        c.release_commit_lease(&l, grants).expect("release");
+                    }
+                    (grants, longest)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("worker thread"))
+            .collect()
+    });
+    let total: u64 = results.iter().map(|r| r.0).sum();
+    assert!(total >= 30, "only {total} grants in {run_for:?}: {results:?}");
+    for (grants, longest) in &results {
+        assert!(
+            *grants * 5 >= total,
+            "unfair: {grants} of {total} grants ({results:?})"
+        );
+        assert!(
+            *longest < Duration::from_secs(1),
+            "waited {longest:?} ({results:?})"
+        );
+    }
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order_and_the_releaser_does_not_jump_the_queue() {
+    let server = RedisServer::start();
+    let [a, b, c] = ["a", "b", "c"].map(|_| connect(&server, "db"));
+    let order = std::sync::Mutex::new(Vec::new());
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    let take = |name: &'static str, c: &RedisCoordinator| {
+        let l = c
+            .acquire_commit_lease(TTL, Duration::from_secs(10))
+            .expect("granted in turn");
+        order.lock().expect("order").push(name);
+        std::thread::sleep(Duration::from_millis(20));
+        c.release_commit_lease(&l, 1).expect("release");
+    };
+    std::thread::scope(|s| {
+        let tb = s.spawn(|| take("b", &b));
+        std::thread::sleep(Duration::from_millis(100));
+        let tc = s.spawn(|| take("c", &c));
+        std::thread::sleep(Duration::from_millis(100));
+        a.release_commit_lease(&la, 1).expect("release");
+        // b and c are waiting: a caller that will not wait gets nothing, even right after
+        // the release, and one that waits comes after them.
+        let r = a.acquire_commit_lease(TTL, Duration::ZERO);
+        assert!(is_timeout(&r), "a jumped the queue: {r:?}");
+        take("a", &a);
+        tb.join().expect("b");
+        tc.join().expect("c");
+    });
+    assert_eq!(*order.lock().expect("order"), ["b", "c", "a"]);
+}
+
+#[test]
+fn a_dead_waiter_at_the_head_of_the_queue_is_skipped_after_its_liveness_runs_out() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let b = connect(&server, "db");
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    // A waiter that queued first, counted as alive for 300 ms more, then stopped polling
+    // (its process died): written the way the acquire script queues a waiter.
+    let mut conn = server
+        .connection(Duration::from_secs(2))
+        .expect("plain connection");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).expect("TIME");
+    let now_ms = secs * 1000 + micros / 1000;
+    redis::cmd("ZADD")
+        .arg("sop:{db}:queue")
+        .arg(0)
+        .arg("dead")
+        .query::<()>(&mut conn)
+        .expect("ZADD");
+    redis::cmd("ZADD")
+        .arg("sop:{db}:live")
+        .arg(now_ms + 300)
+        .arg("dead")
+        .query::<()>(&mut conn)
+        .expect("ZADD");
+    a.release_commit_lease(&la, 1).expect("release");
+
+    let start = Instant::now();
+    let lb = b
+        .acquire_commit_lease(TTL, Duration::from_secs(10))
+        .expect("granted once the dead waiter is skipped");
+    let waited = start.elapsed();
+    assert!(lb.fence > la.fence);
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "waited {waited:?} behind a waiter alive for 300 ms"
+    );
+
+    // A waiter that gives up leaves the queue: nothing is left of it once b releases.
+    let r = a.acquire_commit_lease(TTL, Duration::from_millis(100));
+    assert!(is_timeout(&r), "b holds it: {r:?}");
+    b.release_commit_lease(&lb, 2).expect("release");
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("nobody waits: free at once");
+    a.release_commit_lease(&la, 3).expect("release");
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+    keys.sort();
+    assert_eq!(keys, ["sop:{db}:fence", "sop:{db}:seq"]);
+}
+
+#[test]
+fn a_flush_while_waiting_does_not_strand_the_waiters() {
+    let server = RedisServer::start();
+    let a = connect(&server, "db");
+    let waiters: Vec<RedisCoordinator> = (0..3).map(|_| connect(&server, "db")).collect();
+    let la = a
+        .acquire_commit_lease(TTL, Duration::ZERO)
+        .expect("free lease");
+    let fences: Vec<u64> = std::thread::scope(|s| {
+        let threads: Vec<_> = waiters
+            .iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let start = Instant::now();
+                    let l = c
+                        .acquire_commit_lease(TTL, Duration::from_secs(10))
+                        .expect("granted after the flush");
+                    let waited = start.elapsed();
+                    std::thread::sleep(Duration::from_millis(5));
+                    c.release_commit_lease(&l, 1).expect("release");
+                    (l.fence, waited)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // The lease, the fencing counter and the wait queue are all gone.
+        server.flushall();
+        threads
+            .into_iter()
+            .map(|t| {
+                let (fence, waited) = t.join().expect("waiter thread");
+                assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+                fence
+            })
+            .collect()
+    });
+    let mut sorted = fences.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "one grant each, distinct fences: {fences:?}");
+    // The old holder cannot free anyone's lease, and a fresh grant still works.
+    a.release_commit_lease(&la, 2).expect("stale release");
+    let l = a
+        .acquire_commit_lease(TTL, Duration::from_secs(1))
+        .expect("free lease");
+    assert!(l.fence > la.fence, "{} > {}", l.fence, la.fence);
+}

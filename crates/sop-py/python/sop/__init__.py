@@ -16,6 +16,18 @@ Pythonic style (``ctx`` may be left out everywhere)::
         print(len(fruit), "apple" in fruit, fruit["apple"])
         for item in fruit.range("a", "p"):
             ...
+
+Clustered mode (several processes on one folder, coordinated through Redis)::
+
+    db = sop.Database(sop.DatabaseOptions(
+        type=sop.DatabaseType.Clustered, stores_folders=["/shared/data"],
+        redis_config=sop.RedisCacheConfig(address="127.0.0.1:6379")))
+    # or, for every clustered database without redis_config: sop.Redis.initialize("redis://host:6379/0")
+
+Each process opens the folder itself; commits of all of them are serialized and validated like
+commits of threads (a conflicting one raises ``ConflictError``: run the transaction again). Redis
+only coordinates (it holds no data): it may run without persistence. A folder is open in one
+mode at a time: standalone (one process) or clustered (any number of processes).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +49,7 @@ from ._sop import (
     ConflictError,
     DatabaseError,
     InvalidTransactionStateError,
+    RedisConnectionError,
     TransactionError,
 )
 
@@ -47,13 +61,16 @@ __all__ = [
     "Btree", "BtreeError", "BtreeOptions", "CacheConfig", "Cassandra", "ClusteredModeNotAvailableError",
     "ConflictError", "Context", "Database", "DatabaseError", "DatabaseOptions", "DatabaseType",
     "ErasureCodingConfig", "IndexFieldSpecification", "IndexSpecification", "InvalidTransactionStateError",
-    "Item", "LogLevel", "Logger", "PagingDirection", "PagingInfo", "Redis", "RedisCacheConfig", "Relation",
+    "Item", "LogLevel", "Logger", "PagingDirection", "PagingInfo", "Redis", "RedisCacheConfig",
+    "RedisConnectionError", "Relation",
     "Transaction", "TransactionError", "TransactionMode", "TransactionOptions", "ValueDataSize",
 ]
 
 
 class ClusteredModeNotAvailableError(DatabaseError):
-    """Clustered mode (Redis / Cassandra / replication / erasure coding) is not available yet."""
+    """A SOP backend that SOP-rs does not have yet: Cassandra (``keyspace``), replication (a
+    passive stores folder) or erasure coding. (Clustered mode with Redis is available; the name
+    is kept for compatibility.)"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,13 +122,20 @@ class Logger:
 
 
 class Redis:
-    """Accepted for compatibility; clustered mode is not available yet."""
+    """The process-wide Redis of clustered mode, used by every ``DatabaseType.Clustered``
+    database opened without ``DatabaseOptions.redis_config``.
+
+    ``initialize`` takes a ``redis://[:password@]host[:port][/db]`` URL (or ``host:port``); it
+    only records it: Redis is reached when a database opens (a ``RedisConnectionError`` then if it
+    cannot be). ``close`` forgets it; databases already open keep their own connections."""
 
     connection_string: str | None = None
 
     @staticmethod
     def initialize(connection_string: str) -> None:
-        Redis.connection_string = connection_string
+        if not isinstance(connection_string, str) or not connection_string.strip():
+            raise DatabaseError("Redis.initialize needs a connection string such as redis://127.0.0.1:6379")
+        Redis.connection_string = connection_string.strip()
 
     @staticmethod
     def close() -> None:
@@ -119,7 +143,8 @@ class Redis:
 
 
 class Cassandra:
-    """Accepted for compatibility; clustered mode is not available yet."""
+    """Accepted for compatibility; the Cassandra backend is not available in SOP-rs (a database
+    with a ``keyspace`` raises ``ClusteredModeNotAvailableError``)."""
 
     config: dict | None = None
 
@@ -159,6 +184,10 @@ class PagingDirection(IntEnum):
 
 @dataclass
 class RedisCacheConfig:
+    """Where a clustered database reaches Redis: ``url`` (``redis://[:password@]host[:port][/db]``)
+    when set, otherwise ``address`` (``host:port``; empty: 127.0.0.1:6379); a non-empty
+    ``password`` and a non-zero ``db`` override the URL's."""
+
     address: str = ""
     password: str = ""
     db: int = 0
@@ -302,10 +331,27 @@ def _strip_ctx(args: tuple) -> tuple:
 # --------------------------------------------------------------------------------------------
 # Database
 
+# Bumped in a forked child: a Database opened before the fork then opens the folder again
+# instead of writing through the parent's engine handle.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 class Database:
     """A database in ``options.stores_folders[0]``. Lazy: the folder is opened (and created when
     missing) by the first call that needs it. Every Database on one folder shares one engine
-    database within the process."""
+    database within the process, in the mode the folder was first opened in (opening it in the
+    other mode raises ``DatabaseError`` until every Database on it is closed).
+
+    ``DatabaseType.Clustered`` lets other processes open the folder at the same time; it needs
+    Redis (``options.redis_config``, else ``Redis.initialize``). ``RedisConnectionError`` when
+    Redis cannot be reached or refuses the password."""
 
     def __init__(self, options: DatabaseOptions | None = None, *, path: str | None = None) -> None:
         if options is None:
@@ -314,15 +360,16 @@ class Database:
             raise ValueError("give options or path, not both")
         self.options = options
         self._native: Any = None
+        self._generation = _fork_generation
         self._lock = threading.Lock()
         self.id = uuid.uuid4()
 
     @staticmethod
     def _check_options(o: DatabaseOptions) -> str:
-        if int(o.type) == DatabaseType.Clustered or o.redis_config is not None or o.keyspace:
+        if o.keyspace:
             raise ClusteredModeNotAvailableError(
-                "clustered mode (Redis/Cassandra) is not available yet in SOP-rs; use DatabaseType.Standalone"
-            )
+                "the Cassandra backend (DatabaseOptions.keyspace) is not available yet in SOP-rs; "
+                "clustered mode keeps the data in stores_folders[0] and coordinates through Redis")
         if o.erasure_config:
             raise ClusteredModeNotAvailableError("erasure coding is not available yet in SOP-rs")
         if not o.stores_folders:
@@ -333,11 +380,36 @@ class Database:
             )
         return o.stores_folders[0]
 
+    @staticmethod
+    def _open_native(o: DatabaseOptions) -> Any:
+        """Opens (or shares) the engine database of ``o``. Standalone ignores ``redis_config``
+        (sop4py uses it there only as a cache); Clustered uses it, or the global ``Redis``."""
+        path = Database._check_options(o)
+        if int(o.type) != DatabaseType.Clustered:
+            return _sop.open_database(path)
+        rc = o.redis_config
+        if rc is not None:
+            return _sop.open_database(path, True, rc.url or None, rc.address or None,
+                                      rc.password or None, int(rc.db or 0))
+        conn = Redis.connection_string
+        if conn:
+            if "://" in conn:
+                return _sop.open_database(path, True, conn)
+            return _sop.open_database(path, True, None, conn)
+        raise DatabaseError(
+            "clustered mode needs Redis, and none is configured: set DatabaseOptions.redis_config "
+            "(sop.RedisCacheConfig(address=..., url=...)) or call sop.Redis.initialize(url) first")
+
     def _db(self) -> Any:
-        if self._native is None:
+        if self._native is None or self._generation != _fork_generation:
+            if self._generation != _fork_generation:
+                # A fork child: the parent's handle (and lock) must not be used here.
+                self._lock = threading.Lock()
+                self._native = None
+                self._generation = _fork_generation
             with self._lock:
                 if self._native is None:
-                    self._native = _sop.open_database(self._check_options(self.options))
+                    self._native = self._open_native(self.options)
         return self._native
 
     @property
@@ -390,14 +462,16 @@ class Database:
     def close(self) -> None:
         """Releases this process's handle of the folder (once no transaction uses it)."""
         if self._native is not None:
-            _sop.close_database(self._native.path)
+            if self._generation == _fork_generation:
+                _sop.close_database(self._native.path)
             self._native = None
 
     @staticmethod
     def setup(ctx: Context | None, options: DatabaseOptions) -> None:
-        """Creates the database (and its persisted options) in ``options.stores_folders[0]``."""
+        """Creates the database (and its persisted options) in ``options.stores_folders[0]``,
+        opening it in this process (clustered mode: with its Redis)."""
         _check_ctx(ctx)
-        _sop.open_database(Database._check_options(options))
+        Database._open_native(options)
 
     @staticmethod
     def get_options(ctx: Context | None, store_path: str) -> DatabaseOptions | None:

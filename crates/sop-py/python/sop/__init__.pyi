@@ -13,6 +13,7 @@ from ._sop import (
     ConflictError as ConflictError,
     DatabaseError as DatabaseError,
     InvalidTransactionStateError as InvalidTransactionStateError,
+    RedisConnectionError as RedisConnectionError,
     TransactionError as TransactionError,
 )
 
@@ -22,7 +23,7 @@ __all__: list[str]
 
 class ClusteredModeNotAvailableError(DatabaseError): ...
 
-# Context, logging, clustered-mode placeholders ------------------------------------------------
+# Context, logging, clustered-mode configuration -----------------------------------------------
 
 class Context:
     id: int

@@ -134,6 +134,18 @@ pub type Path = Vec<(LogicalId, usize)>;
 
 /// Index of the child of an internal node to descend into for target `(key, id)`.
 fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
+    if shape.order.custom.is_none() && shape.order.unique {
+        // Unique byte order (the common case): ids play no part; compare the 8-byte prefixes
+        // first, with the probe's prefix computed once.
+        let kp = prefix(key);
+        return seps.partition_point(|s| {
+            let k: &[u8] = &s.key;
+            match prefix(k).cmp(&kp) {
+                Ordering::Equal => k <= key,
+                o => o == Ordering::Less,
+            }
+        });
+    }
     seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
 }
 
@@ -210,6 +222,17 @@ pub enum Lookup {
 
 /// Position of the first item `>= (key, id)` in a leaf.
 pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId) -> usize {
+    if shape.order.custom.is_none() && shape.order.unique {
+        // As in `child_index`.
+        let kp = prefix(key);
+        return items.partition_point(|it| {
+            let k: &[u8] = &it.key;
+            match prefix(k).cmp(&kp) {
+                Ordering::Equal => k < key,
+                o => o == Ordering::Less,
+            }
+        });
+    }
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)
 }
 
