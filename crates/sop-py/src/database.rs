@@ -193,12 +193,6 @@ impl NativeDatabase {
         self.path.display().to_string()
     }
 
-    /// The id of the process that opened it (a forked child must open its own).
-    #[getter]
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// True when open in clustered mode.
     #[getter]
     fn clustered(&self) -> bool {
