@@ -71,19 +71,32 @@ impl NativeBtree {
     ) -> PyResult<Vec<Option<RawItem>>> {
         engine(py.detach(|| -> sop::Result<Vec<Option<RawItem>>> {
             let mut out = Vec::with_capacity(keys.len());
+            // Keys without an id are looked up in runs, under one lock each
+            // (`RawBtree::get_items`, which leaves the cursor alone); keys with an id move
+            // the cursor as before.
+            let mut run: Vec<&[u8]> = Vec::new();
             let mut start = 0;
             for &(end, id) in keys {
                 let k = &buf[start..end];
                 start = end;
-                let found = match id {
-                    Some(id) => self.raw.find_with_id(k, id)?,
-                    None => self.raw.find(k, true)?,
-                };
-                out.push(if found {
-                    self.raw.current_item()?
-                } else {
-                    None
-                });
+                match id {
+                    None => run.push(k),
+                    Some(id) => {
+                        if !run.is_empty() {
+                            out.extend(self.raw.get_items(run.drain(..))?);
+                        }
+                        out.push(if self.raw.find_with_id(k, id)? {
+                            self.raw.current_item()?
+                        } else {
+                            None
+                        });
+                    }
+                }
+            }
+            if let Some(last) = run.last().copied() {
+                out.extend(self.raw.get_items(run.drain(..))?);
+                // The cursor ends where the item-at-a-time lookups left it.
+                self.raw.find(last, true)?;
             }
             Ok(out)
         }))
