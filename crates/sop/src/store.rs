@@ -247,6 +247,11 @@ impl Ctx<'_> {
         match self.nodes.store.meta.options.value_placement {
             ValuePlacement::InNode => Ok(ValueRef::Inline(Arc::from(value))),
             ValuePlacement::SeparateBlob => Ok(ValueRef::Pending(Arc::new(value.to_vec()))),
+            // Clustered mode writes values with the commit: a value written ahead would sit
+            // unreferenced in a segment other processes may reclaim.
+            ValuePlacement::ActivelyPersisted if self.nodes.shared.cluster.is_some() => {
+                Ok(ValueRef::Pending(Arc::new(value.to_vec())))
+            }
             ValuePlacement::ActivelyPersisted => {
                 let shared = self.nodes.shared;
                 let id = shared.new_logical()?;

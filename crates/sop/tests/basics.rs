@@ -317,29 +317,29 @@ fn handles_are_thread_safe() {
 
 #[test]
 fn get_item_and_get_items_return_the_newest_item_without_moving_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(DatabaseOptions::new(dir.path())).unwrap();
-    let tx = db.begin(TransactionMode::ForWriting).unwrap();
+    let dir = tempfile::tempdir().expect("ok");
+    let db = Database::open(DatabaseOptions::new(dir.path())).expect("ok");
+    let tx = db.begin(TransactionMode::ForWriting).expect("ok");
     let s = tx
         .new_raw_btree("dups", StoreOptions::unique(false))
-        .unwrap();
-    s.add(b"a", b"1").unwrap();
-    s.add(b"b", b"old").unwrap();
-    s.add(b"b", b"new").unwrap();
-    s.add(b"c", b"3").unwrap();
-    assert!(s.find(b"c", false).unwrap());
-    let b = s.get_item(b"b").unwrap().unwrap();
+        .expect("ok");
+    s.add(b"a", b"1").expect("ok");
+    s.add(b"b", b"old").expect("ok");
+    s.add(b"b", b"new").expect("ok");
+    s.add(b"c", b"3").expect("ok");
+    assert!(s.find(b"c", false).expect("ok"));
+    let b = s.get_item(b"b").expect("ok").expect("found");
     assert_eq!(
         (b.key.as_slice(), b.value.as_slice()),
         (&b"b"[..], &b"new"[..])
     );
     assert_eq!(
-        s.current_key().unwrap().map(|(k, _)| k),
+        s.current_key().expect("ok").map(|(k, _)| k),
         Some(b"c".to_vec())
     );
     let got = s
         .get_items([&b"c"[..], b"zz", b"a", b"b"])
-        .unwrap()
+        .expect("ok")
         .into_iter()
         .map(|i| i.map(|i| i.value))
         .collect::<Vec<_>>();
@@ -353,7 +353,7 @@ fn get_item_and_get_items_return_the_newest_item_without_moving_the_cursor() {
         ]
     );
     // The id is the newest duplicate's.
-    assert!(s.find_with_id(b"b", b.id).unwrap());
-    assert_eq!(s.current_value().unwrap(), Some(b"new".to_vec()));
-    tx.commit().unwrap();
+    assert!(s.find_with_id(b"b", b.id).expect("ok"));
+    assert_eq!(s.current_value().expect("ok"), Some(b"new".to_vec()));
+    tx.commit().expect("ok");
 }

@@ -13,6 +13,7 @@ mod coordinator;
 pub use coordinator::{Coordinator, Lease, LocalCoordinator};
 pub(crate) mod claims;
 pub(crate) mod markers;
+pub(crate) mod procs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,10 @@ pub(crate) struct Cluster {
     pub claims: PathBuf,
     /// This handle's claimed ranges: logical ids, store ids.
     pub ids: Mutex<(claims::Range, claims::Range)>,
+    /// `procs/`: this process's registration and what it last published there.
+    pub procs: PathBuf,
+    pub registration: Mutex<Option<procs::Registration>>,
+    pub published: Mutex<(procs::Info, std::time::Instant)>,
 }
 
 /// File holding the database id.

@@ -19,7 +19,7 @@ use super::{
     CommitCtx, Database, LOCK_FILE, LOG_DIR, OPEN_LOCK, Shared, Space, load_options, lock_error,
     lock_with_wait, prepare_folder,
 };
-use crate::cluster::{self, Cluster, ClusterOptions, Coordinator, Lease, claims, markers};
+use crate::cluster::{self, Cluster, ClusterOptions, Coordinator, Lease, claims, markers, procs};
 use crate::error::{Error, Result};
 use crate::log::{self, Checkpoint, LogFiles, LogWriter, SEGMENT_HEADER};
 use crate::options::{DatabaseOptions, DatabaseType};
@@ -110,6 +110,8 @@ impl Database {
         let mdir = dir.join(markers::DIR);
         let files = Arc::new(LogFiles::new(Arc::clone(&storage), log_dir.clone()));
         let instance = fastrand::u64(..);
+        let pdir = dir.join(procs::DIR);
+        let registration;
         let (effective, state, lock) = match storage.lock_exclusive(&dir.join(LOCK_FILE)) {
             Ok(exclusive) => {
                 let effective = load_options(&opts, &*storage, true)?;
@@ -118,6 +120,7 @@ impl Database {
                 }
                 storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
                 let state = recover_alone(&files, &dir, instance)?;
+                registration = Some(procs::register(&*storage, &pdir, instance)?);
                 drop(exclusive);
                 let shared = storage
                     .lock_shared(&dir.join(LOCK_FILE))
@@ -129,6 +132,9 @@ impl Database {
                     .lock_shared(&dir.join(LOCK_FILE))
                     .map_err(|e| lock_error(&dir, e))?;
                 let effective = load_options(&opts, &*storage, false)?;
+                // Registered (horizon 0) before reading the checkpoint: nothing this process
+                // may need can be reclaimed from now on.
+                registration = Some(procs::register(&*storage, &pdir, instance)?);
                 let ckpt = log::read_checkpoint(&*storage, &dir)?;
                 let mut state = match ckpt {
                     Some(c) if c.seg == 0 => c.state,
@@ -150,6 +156,11 @@ impl Database {
         let coordinator = connect(&db_id)?;
         let last = files.list()?.last().copied().unwrap_or(0);
         let (seg, file) = files.create_next(last)?;
+        let info = procs::Info {
+            horizon: state.seq,
+            writer: seg,
+        };
+        procs::publish(&*storage, &pdir, instance, info)?;
         drop(open_lock);
         let writer = LogWriter::new(
             Arc::clone(&files),
@@ -161,7 +172,8 @@ impl Database {
             state.seq,
         )
         .with_shared_namespace();
-        let space = Space::rebuild(&files, &state, None)?;
+        let mut space = Space::rebuild(&files, &state, None)?;
+        space.set_clustered();
         let c = Cluster {
             coordinator,
             opts: cluster,
@@ -170,6 +182,9 @@ impl Database {
             markers: mdir,
             claims: dir.join(claims::DIR),
             ids: Mutex::new(Default::default()),
+            procs: pdir,
+            registration: Mutex::new(registration),
+            published: Mutex::new((info, std::time::Instant::now())),
         };
         let rec = log::Recovered {
             state,
@@ -240,13 +255,19 @@ fn settle_alone(
     )?;
     markers::remove_upto(&*storage, &dir.join(markers::DIR), u64::MAX)?;
     claims::remove_all(&*storage, &dir.join(claims::DIR))?;
+    // Every other process is gone: their registrations are stale.
+    let _ = procs::live(&*storage, &dir.join(procs::DIR))?;
     let mut live: BTreeMap<u32, u64> = BTreeMap::new();
     for (_, e) in state.registry.iter() {
         *live.entry(e.loc.seg).or_default() += 1;
     }
     let mut removed = false;
-    for seg in files.list()? {
-        if !live.contains_key(&seg) {
+    let segs = files.list()?;
+    // The highest segment stays, so segment numbers (and the cache keys made of them) are
+    // never reused.
+    let keep = segs.last().copied();
+    for seg in segs {
+        if !live.contains_key(&seg) && Some(seg) != keep {
             files.remove(seg)?;
             removed = true;
         }
@@ -278,6 +299,7 @@ pub(super) fn close(shared: &Shared) -> Result<()> {
     let mut ctx = shared.commit_lock()?;
     catch_up(shared, &mut ctx)?;
     ctx.writer.sync_always()?;
+    drop(c.registration.lock().map_err(super::poisoned)?.take());
     settle_alone(&shared.files, dir, &ctx.latest, c.instance)
 }
 
@@ -385,6 +407,11 @@ pub(crate) fn commit_point(
             "the commit lease expired before commit {seq} reached its commit point; retry"
         )));
     }
+    if loc.seg != c.published.lock().map_err(super::poisoned)?.0.writer {
+        // A new segment: others must know it is being written before anything in it can
+        // become garbage in their eyes.
+        publish_info(shared, ctx, true)?;
+    }
     if !markers::create(&*shared.storage, &c.markers, seq, loc)? {
         return Err(Error::Conflict(format!(
             "commit {seq} was decided by another process first; retry"
@@ -417,15 +444,68 @@ pub(crate) fn checkpoint(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
         return Err(Error::InvalidArgument("not clustered".into()));
     };
     ctx.writer.sync_always()?;
-    log::write_checkpoint_via(
+    let dir = &shared.opts.path;
+    // Checkpoints only move forward (segment reclamation relies on the one on disk), so
+    // writers take turns and an older state never replaces a newer one.
+    let _turn = lock_with_wait(
         &*shared.storage,
-        &shared.opts.path,
-        &checkpoint_tmp(c.instance),
-        &ctx.latest,
-        0,
-        0,
-        &BTreeMap::new(),
+        &dir.join(CHECKPOINT_LOCK),
+        c.opts.open_wait,
     )?;
+    if log::peek_seq(&*shared.storage, dir)?.is_none_or(|s| s < ctx.latest.seq) {
+        log::write_checkpoint_via(
+            &*shared.storage,
+            dir,
+            &checkpoint_tmp(c.instance),
+            &ctx.latest,
+            0,
+            0,
+            &BTreeMap::new(),
+        )?;
+    }
     ctx.writer.since_checkpoint = 0;
     Ok(())
+}
+
+/// Taken while a clustered checkpoint is written.
+const CHECKPOINT_LOCK: &str = "checkpoint.lock";
+
+/// Publishes this process's horizon and writer segment (at most once a second unless
+/// `force`).
+pub(crate) fn publish_info(shared: &Shared, ctx: &CommitCtx, force: bool) -> Result<()> {
+    let Some(c) = &shared.cluster else {
+        return Ok(());
+    };
+    let mut p = c.published.lock().map_err(super::poisoned)?;
+    if !force && p.1.elapsed() < std::time::Duration::from_secs(1) {
+        return Ok(());
+    }
+    let published = shared.published_seq();
+    let info = procs::Info {
+        horizon: shared.oldest_snapshot().unwrap_or(u64::MAX).min(published),
+        writer: ctx.writer.position().0,
+    };
+    procs::publish(&*shared.storage, &c.procs, c.instance, info)?;
+    *p = (info, std::time::Instant::now());
+    ctx.space.forget_garbage(&shared.files, info.writer)
+}
+
+/// Reclaims the segments that every live process has moved past and the checkpoint on disk
+/// no longer references (run after a clustered checkpoint).
+pub(crate) fn collect(shared: &Shared, ctx: &mut CommitCtx) -> Result<usize> {
+    let Some(c) = &shared.cluster else {
+        return Ok(0);
+    };
+    publish_info(shared, ctx, true)?;
+    let mut upto = log::peek_seq(&*shared.storage, &shared.opts.path)?.unwrap_or(0);
+    let mut keep = vec![ctx.writer.position().0];
+    for info in procs::live(&*shared.storage, &c.procs)? {
+        let Some(info) = info else {
+            // A live process whose horizon cannot be read: reclaim nothing.
+            return Ok(0);
+        };
+        upto = upto.min(info.horizon);
+        keep.push(info.writer);
+    }
+    ctx.space.collect_clustered(&shared.files, upto, &keep)
 }

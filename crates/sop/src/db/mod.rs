@@ -328,6 +328,7 @@ impl Shared {
         if self.cluster.is_some() {
             let mut ctx = self.commit_lock()?;
             clustered::catch_up(self, &mut ctx)?;
+            clustered::publish_info(self, &ctx, false)?;
         }
         Ok(())
     }
@@ -661,7 +662,9 @@ impl Database {
         let ctx = &mut *ctx;
         if self.shared.cluster.is_some() {
             catch_up(&self.shared, ctx)?;
-            return cluster_checkpoint(&self.shared, ctx);
+            cluster_checkpoint(&self.shared, ctx)?;
+            clustered::collect(&self.shared, ctx)?;
+            return Ok(());
         }
         let state = Arc::clone(&ctx.latest);
         ctx.space

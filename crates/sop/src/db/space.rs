@@ -36,6 +36,9 @@ pub struct Space {
     segs: BTreeMap<u32, SegInfo>,
     ckpt_seq: u64,
     ckpt_seg: u32,
+    /// Clustered mode: segments are numbered by several writers, so a segment is garbage
+    /// when its live bytes drop to zero (not when it lies below the writer's segment).
+    clustered: bool,
 }
 
 impl Space {
@@ -67,6 +70,9 @@ impl Space {
         for e in replaced {
             if let Some(i) = self.segs.get_mut(&e.loc.seg) {
                 i.live = i.live.saturating_sub(u64::from(e.loc.len));
+                if self.clustered && i.live == 0 && i.garbage_at.is_none() {
+                    i.garbage_at = Some(seq);
+                }
             }
         }
         for (_, e) in updates {
@@ -74,12 +80,74 @@ impl Space {
                 self.segs.entry(e.loc.seg).or_default().live += u64::from(e.loc.len);
             }
         }
+        if self.clustered {
+            // A segment that gets live bytes again (relocation) is not garbage.
+            for (_, e) in updates {
+                if let Some(i) = self.segs.get_mut(&e.loc.seg) {
+                    i.garbage_at = None;
+                }
+            }
+            return;
+        }
         self.segs.entry(writer_seg).or_default();
         for i in self.segs.range_mut(..writer_seg).map(|(_, i)| i) {
             if i.live == 0 && i.held == 0 && i.garbage_at.is_none() {
                 i.garbage_at = Some(seq);
             }
         }
+    }
+
+    /// Clustered mode (see the field).
+    pub fn set_clustered(&mut self) {
+        self.clustered = true;
+    }
+
+    /// Clustered mode: deletes the segments that became garbage at or before `upto` (a seq
+    /// every live process has moved past and a checkpoint covers), except `keep` (segments
+    /// live processes append to) and the highest-numbered segment (numbers are never reused).
+    pub fn collect_clustered(
+        &mut self,
+        files: &LogFiles,
+        upto: u64,
+        keep: &[u32],
+    ) -> Result<usize> {
+        let highest = files.list()?.last().copied();
+        let doomed: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(seg, i)| {
+                i.garbage_at.is_some_and(|g| g <= upto)
+                    && i.live == 0
+                    && !keep.contains(seg)
+                    && Some(**seg) != highest
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for seg in &doomed {
+            if files.storage().exists(&files.path(*seg)) {
+                files.remove(*seg)?;
+            }
+            self.segs.remove(seg);
+        }
+        if !doomed.is_empty() {
+            let dir = files.dir();
+            files
+                .storage()
+                .sync_dir(dir)
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Clustered mode: closes the cached handles of garbage segments (another process may
+    /// delete them; an open handle would keep their space).
+    pub fn forget_garbage(&self, files: &LogFiles, writer_seg: u32) -> Result<()> {
+        for (seg, i) in &self.segs {
+            if i.garbage_at.is_some() && *seg != writer_seg {
+                files.forget(*seg)?;
+            }
+        }
+        Ok(())
     }
 
     /// A running transaction wrote a value ahead into `seg`.
@@ -175,10 +243,14 @@ impl Space {
 /// grown, compact one mostly-garbage segment, delete unreachable segments.
 pub(crate) fn after_commit(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
     if shared.cluster.is_some() {
-        // Other processes may read any segment: compaction and deletion wait for a process
-        // that holds the folder alone; checkpoints bound the markers a newcomer replays.
+        // Checkpoints bound the markers a newcomer replays; after one, the segments every
+        // process has moved past are deleted. (Compaction waits for a process that holds the
+        // folder alone.)
         if ctx.writer.since_checkpoint >= shared.opts.checkpoint_bytes {
             super::cluster_checkpoint(shared, ctx)?;
+            super::clustered::collect(shared, ctx)?;
+        } else {
+            super::clustered::publish_info(shared, ctx, false)?;
         }
         return Ok(());
     }

@@ -98,6 +98,28 @@ pub fn write_checkpoint_via(
     replace_file(storage, dir, tmp, FILE, &out)
 }
 
+/// The commit seq of the checkpoint on disk, if there is one and its header and seq can be
+/// read (the rest is not checked: for deciding whether a newer one may replace it).
+///
+/// # Errors
+/// I/O errors other than a missing file.
+pub fn peek_seq(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(FILE);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let f = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io(&path, e))?;
+    let mut b = [0u8; HEADER + 8];
+    if f.read_at(&mut b, 0).is_err() || &b[..8] != MAGIC {
+        return Ok(None);
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&b[HEADER..]);
+    Ok(Some(u64::from_le_bytes(n)))
+}
+
 /// Reads the checkpoint, if there is one.
 pub fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
     let path = dir.join(FILE);

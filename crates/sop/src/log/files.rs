@@ -129,10 +129,13 @@ impl LogFiles {
         self.init(seg, f)
     }
 
-    /// Creates the first free segment numbered above `after` (clustered mode: segment numbers
-    /// are claimed by exclusive creation, so each segment has one writer).
+    /// Creates a segment numbered above `after` and above every existing segment (clustered
+    /// mode: segment numbers are claimed by exclusive creation, so each segment has one
+    /// writer; a number freed by reclamation is never taken again, since the highest segment
+    /// is never reclaimed).
     pub fn create_next(&self, after: u32) -> Result<(u32, Arc<dyn StorageFile>)> {
-        let mut seg = after + 1;
+        let highest = self.list()?.last().copied().unwrap_or(0);
+        let mut seg = after.max(highest) + 1;
         loop {
             let path = self.path(seg);
             match self.storage.open(&path, OpenMode::CreateNew) {
@@ -206,6 +209,13 @@ impl LogFiles {
             .map_err(|why| Error::corruption(self.path(loc.seg), loc.off, why))?;
         let len = payload.len();
         Ok(RecordBuf { buf, len, kind })
+    }
+
+    /// Closes a segment's cached handle (it is reopened on the next read). Clustered mode:
+    /// another process may delete a garbage segment, and an open handle would keep its space.
+    pub fn forget(&self, seg: u32) -> Result<()> {
+        self.open.write().map_err(poisoned)?.remove(&seg);
+        Ok(())
     }
 
     /// Closes and deletes a segment.

@@ -18,7 +18,9 @@ pub mod record;
 mod recovery;
 mod writer;
 
-pub use checkpoint::{Checkpoint, read_checkpoint, write_checkpoint, write_checkpoint_via};
+pub use checkpoint::{
+    Checkpoint, peek_seq, read_checkpoint, write_checkpoint, write_checkpoint_via,
+};
 pub use files::{LogFiles, RecordBuf, SEGMENT_HEADER};
 pub use recovery::{Recovered, recover};
 pub use writer::LogWriter;

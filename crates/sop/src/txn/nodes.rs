@@ -89,7 +89,7 @@ pub(crate) fn load_node(
     if let Some(n) = shared.cache.get(entry.loc) {
         return Ok((n, entry.version));
     }
-    let rec = read_record(shared, snapshot, store, entry.loc)?;
+    let rec = read_record(shared, snapshot, store, entry.loc, (id, entry.version))?;
     let path = || shared.files.path(entry.loc.seg);
     if rec.kind != Kind::Node {
         return Err(Error::corruption(
@@ -222,6 +222,7 @@ fn read_record(
     snapshot: &DbState,
     store: StoreId,
     loc: crate::registry::Location,
+    expect: (LogicalId, u64),
 ) -> Result<crate::log::RecordBuf> {
     let ttl = shared.cluster.as_ref().and_then(|c| {
         let d = snapshot
@@ -235,9 +236,15 @@ fn read_record(
         return shared.files.read(loc);
     };
     let key = format!("n:{}:{}", loc.seg, loc.off);
+    // A hit must be the very image the registry names (a location can be reused after the
+    // folder was settled and its last segment deleted): anything else is a miss.
     if let Ok(Some(bytes)) = c.coordinator.cache_get(&key)
         && bytes.len() == loc.len as usize
         && let Ok(rec) = crate::log::RecordBuf::from_framed(bytes)
+        && rec.kind == Kind::Node
+        && record::parse_image(rec.payload()).is_ok_and(|(img, _)| {
+            img.store == store && img.logical == expect.0 && img.version == expect.1
+        })
     {
         return Ok(rec);
     }
