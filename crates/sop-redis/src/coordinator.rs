@@ -1,7 +1,7 @@
 //! `RedisCoordinator`: the commit lease, the seq hint and the L2 cache on Redis.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,23 +10,52 @@ use sop::{Coordinator, Error, Lease, Result};
 
 use crate::options::RedisOptions;
 
+/// Lua shared by the scripts that look at the wait queue.
+///
+/// The queue is two sorted sets: `queue` (token -> arrival time in microseconds on Redis'
+/// clock: first come, first served) and `live` (token -> the time in milliseconds until which
+/// the waiter counts as alive; each of its attempts pushes it on). `clock()` is Redis' time in
+/// milliseconds (and the raw `TIME` reply); `first_waiter(queue, live, now, me)` is the first
+/// waiter in line that is alive (or is `me`, the caller, alive by definition) after dropping
+/// the dead ones ahead of it (crashed, or gave up without leaving), and whether any was
+/// dropped.
+macro_rules! queue_lua {
+    () => {
+        r"
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t
+end
+local function first_waiter(queue, live, now, me)
+  local dropped = false
+  while true do
+    local h = redis.call('ZRANGE', queue, 0, 0)[1]
+    if not h or h == me then return h, dropped end
+    local alive = redis.call('ZSCORE', live, h)
+    if alive and tonumber(alive) >= now then return h, dropped end
+    redis.call('ZREM', queue, h)
+    redis.call('ZREM', live, h)
+    dropped = true
+  end
+end
+"
+    };
+}
+
 /// Takes the lease if it is free and the caller is first in line (or already owns it: a
-/// retried grant whose reply was lost), else (with `join`) queues the caller.
+/// retried grant whose reply was lost), else (with `join`) queues the caller or renews its
+/// liveness. Queuing again keeps the first arrival time (`ZADD NX`), and both sets expire when
+/// no waiter touches them for a liveness period, so an abandoned queue disappears on its own.
 ///
-/// The wait queue is two sorted sets: `queue` (token -> arrival time in microseconds, by
-/// Redis' clock, so the first to arrive is first served) and `live` (token -> the time in
-/// milliseconds until which the waiter counts as alive; every attempt pushes it on). Waiters
-/// at the head of the queue whose time has passed (they crashed or gave up without leaving)
-/// are dropped before deciding; the caller itself counts as alive. Queuing is idempotent
-/// (`ZADD NX` keeps the first arrival time), and both sets expire when no waiter touches
-/// them for a liveness period, so a lost or abandoned queue disappears on its own.
-///
-/// KEYS: commit, fence, queue, live. ARGV: token, ttl in ms, the largest fence the client has
-/// seen, join (1 to queue when not granted), liveness in ms.
-/// Returns `{1, fence, 0}` when granted, else `{0, pttl, rank}`: the lease's remaining time
-/// (-2 when it is free but another waiter is first in line) and the caller's place in the
-/// queue (0 = next; -1 when not queued).
-const ACQUIRE: &str = r"
+/// KEYS: commit, fence, queue, live, the caller's wake list. ARGV: token, ttl in ms, the
+/// largest fence the client has seen, join (1 to queue when not granted), liveness in ms.
+/// Returns `{1, fence, 0, ''}` when granted, else `{0, pttl, rank, wake}`: the lease's
+/// remaining time (-2 when it is free but another waiter is first in line), the caller's place
+/// in the queue (0 = next; -1 when not queued), and the waiter to wake when dead ones ahead of
+/// it were dropped while the lease is free ('' if none).
+const ACQUIRE: &str = concat!(
+    queue_lua!(),
+    r"
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
@@ -35,28 +64,20 @@ local me = ARGV[1]
 local cur = redis.call('GET', KEYS[1])
 if cur == me then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, 0}
+  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, 0, ''}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local head
-while true do
-  head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-  if not head or head == me then break end
-  local alive = redis.call('ZSCORE', KEYS[4], head)
-  if alive and tonumber(alive) >= now then break end
-  redis.call('ZREM', KEYS[3], head)
-  redis.call('ZREM', KEYS[4], head)
-end
+local now, t = clock()
+local head, dropped = first_waiter(KEYS[3], KEYS[4], now, me)
 if not cur and (not head or head == me) then
   redis.call('ZREM', KEYS[3], me)
   redis.call('ZREM', KEYS[4], me)
+  redis.call('DEL', KEYS[5])
   local f = redis.call('GET', KEYS[2])
   if not f or gt(ARGV[3], f) then
     redis.call('SET', KEYS[2], ARGV[3])
   end
   redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
-  return {1, redis.call('INCR', KEYS[2]), 0}
+  return {1, redis.call('INCR', KEYS[2]), 0, ''}
 end
 local rank = -1
 if ARGV[4] == '1' then
@@ -67,15 +88,37 @@ if ARGV[4] == '1' then
   rank = redis.call('ZRANK', KEYS[3], me)
 end
 if cur then
-  return {0, redis.call('PTTL', KEYS[1]), rank}
+  return {0, redis.call('PTTL', KEYS[1]), rank, ''}
 end
-return {0, -2, rank}
-";
+local wake = ''
+if dropped then wake = head end
+return {0, -2, rank, wake}
+"
+);
 
-/// Takes a waiter that gives up out of the queue. KEYS: queue, live. ARGV: token.
-const LEAVE: &str = r"
+/// Takes a waiter that gives up out of the queue. KEYS: queue, live, its wake list, commit.
+/// ARGV: token. Returns the waiter to wake if the lease is free and someone else is now first
+/// in line ('' if none): the one leaving may have been woken for it.
+const LEAVE: &str = concat!(
+    queue_lua!(),
+    r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then
+  return ''
+end
+return first_waiter(KEYS[1], KEYS[2], clock(), false) or ''
+"
+);
+
+/// Wakes a waiter blocked on its wake list (one element at most), for a liveness period.
+/// KEYS: its wake list. ARGV: liveness in ms.
+const WAKE: &str = r"
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('RPUSH', KEYS[1], '1')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 0
 ";
 
@@ -89,8 +132,12 @@ return 0
 ";
 
 /// Raises the seq hint to `seq`, then deletes the lease if the caller still owns it.
-/// KEYS: commit, seq. ARGV: token, seq (decimal, compared as numbers without float rounding).
-const RELEASE: &str = r"
+/// KEYS: commit, seq, queue, live. ARGV: token, seq (decimal, compared as numbers without
+/// float rounding). Returns `{released, wake}`: 1 if the caller owned the lease, and the
+/// waiter to wake if the lease is free and someone waits for it ('' if none).
+const RELEASE: &str = concat!(
+    queue_lua!(),
+    r"
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
@@ -99,29 +146,42 @@ local s = redis.call('GET', KEYS[2])
 if not s or gt(ARGV[2], s) then
   redis.call('SET', KEYS[2], ARGV[2])
 end
+local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return 1
+  released = 1
 end
-return 0
-";
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 0 then
+  return {released, ''}
+end
+return {released, first_waiter(KEYS[3], KEYS[4], clock(), false) or ''}
+"
+);
 
 /// Longest time to live sent to Redis (about 4,000 years; Redis rejects overflowing ones).
 const MAX_TTL_MS: u64 = 1 << 47;
 /// First and largest sleep between two attempts while Redis is unreachable.
 const MIN_BACKOFF: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
-/// The first waiter in line polls every `HEAD_POLL_MIN`, the interval growing by a tenth per
-/// attempt up to `HEAD_POLL_MAX` (a long commit is not polled thousands of times a second);
-/// the waiter at place `n` behind it polls about every `(n + 1) * HEAD_POLL_MIN`, at most
-/// `POLL_MAX`. Every interval is jittered by ±25%.
+/// A queued waiter blocks on its wake list (`BLPOP`) for `BLOCK` at a time: a release wakes
+/// the first in line at once, the others wake to renew their liveness. Redis ends blocking
+/// waits on its periodic timer (every 100 ms at the default `hz 10`), so one may last up to
+/// `BLOCK_SLACK` longer: a waiter polls instead when its wait or the lease's time to live ends
+/// sooner than `BLOCK + BLOCK_SLACK`, and a coordinator whose I/O timeout is below
+/// `BLOCK + 2 * BLOCK_SLACK` always polls.
+const BLOCK: Duration = Duration::from_millis(100);
+const BLOCK_SLACK: Duration = Duration::from_millis(200);
+/// When polling, the first waiter in line polls every `HEAD_POLL_MIN`, the interval growing
+/// by a tenth per attempt up to `HEAD_POLL_MAX` (a long commit is not polled thousands of
+/// times a second); the waiter at place `n` behind it polls about every
+/// `(n + 1) * HEAD_POLL_MIN`, at most `POLL_MAX`. Every interval is jittered by ±25%.
 const HEAD_POLL_MIN: Duration = Duration::from_micros(500);
 const HEAD_POLL_MAX: Duration = Duration::from_millis(2);
 const POLL_MAX: Duration = Duration::from_millis(5);
-/// How long a waiter stays in the queue without polling (it crashed, or gave up and could
-/// not say so) before the others skip it. Far above `POLL_MAX` so that a live waiter that is
-/// descheduled for a while keeps its place.
-const WAITER_LIVENESS: Duration = Duration::from_millis(100);
+/// How long a waiter stays in line without an attempt (it crashed, or gave up and could not
+/// say so) before the others skip it: above `BLOCK + BLOCK_SLACK`, with room for a waiter
+/// descheduled for a while to keep its place.
+const WAITER_LIVENESS: Duration = Duration::from_millis(500);
 
 /// The keys of one database: `sop:{<db_id>}:...` (one hash slot per database, so the scripts
 /// also run on Redis Cluster).
@@ -132,6 +192,7 @@ struct Keys {
     seq: String,
     queue: String,
     live: String,
+    wake_prefix: String,
     cache_prefix: String,
 }
 
@@ -144,8 +205,14 @@ impl Keys {
             seq: format!("{p}seq"),
             queue: format!("{p}queue"),
             live: format!("{p}live"),
+            wake_prefix: format!("{p}wake:"),
             cache_prefix: format!("{p}c:"),
         }
+    }
+
+    /// The wake list of the waiter with token `hex`.
+    fn wake(&self, hex: &str) -> String {
+        format!("{}{hex}", self.wake_prefix)
     }
 }
 
@@ -168,8 +235,13 @@ pub struct RedisCoordinator {
     /// The largest fencing number this coordinator has been granted or seen: a Redis that
     /// lost its data (restart without persistence, `FLUSHALL`) resumes counting above it.
     max_fence: AtomicU64,
+    /// Whether waiters block on their wake list (else they poll): off when the I/O timeout is
+    /// too short, or once a blocking wait failed other than by a lost connection (Redis
+    /// before 6.0 takes no fractional timeout) or timed out (Redis ends them late).
+    blocking: AtomicBool,
     acquire: Script,
     leave: Script,
+    wake: Script,
     renew: Script,
     release: Script,
 }
@@ -217,8 +289,10 @@ impl RedisCoordinator {
             pool_size: options.pool_size,
             idle: Mutex::new(Vec::new()),
             max_fence: AtomicU64::new(0),
+            blocking: AtomicBool::new(nonzero(options.io_timeout) >= BLOCK + 2 * BLOCK_SLACK),
             acquire: Script::new(ACQUIRE),
             leave: Script::new(LEAVE),
+            wake: Script::new(WAKE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
         };
@@ -322,15 +396,56 @@ impl RedisCoordinator {
     }
 
     /// Takes a waiter that gives up out of the queue, so that the others need not wait for
-    /// its entry to expire. Best effort: a failure only costs them that wait.
+    /// its entry to expire, and wakes the next in line if the lease is free. Best effort: a
+    /// failure only costs the others that wait.
     fn leave_queue(&self, hex: &str) {
-        let _ = self.run(self.connect_timeout, |c| {
+        let next = self.run(self.connect_timeout, |c| {
             self.leave
                 .key(&self.keys.queue)
                 .key(&self.keys.live)
+                .key(self.keys.wake(hex))
+                .key(&self.keys.commit)
                 .arg(hex)
+                .invoke::<String>(c)
+        });
+        if let Ok(next) = next {
+            self.wake_waiter(&next);
+        }
+    }
+
+    /// Wakes the waiter with token `hex` (none if empty) from its blocking wait. Best effort:
+    /// a waiter that is not woken tries again within `BLOCK + BLOCK_SLACK`.
+    fn wake_waiter(&self, hex: &str) {
+        if hex.is_empty() {
+            return;
+        }
+        let _ = self.run(self.connect_timeout, |c| {
+            self.wake
+                .key(self.keys.wake(hex))
+                .arg(millis(WAITER_LIVENESS))
                 .invoke::<i64>(c)
         });
+    }
+
+    /// Blocks on the wake list `key` for `BLOCK` (or until woken); false if that failed. On a
+    /// failure other than a lost connection, waiters of this coordinator poll from then on.
+    fn wait_for_wake(&self, key: &str, connect_timeout: Duration) -> bool {
+        let timeout = format!("{:.3}", BLOCK.as_secs_f64());
+        let r = self.run(connect_timeout, |c| {
+            redis::cmd("BLPOP")
+                .arg(key)
+                .arg(&timeout)
+                .query::<redis::Value>(c)
+        });
+        match r {
+            Ok(_) => true,
+            Err(e) => {
+                if !is_connection_failure(&e) || e.is_timeout() {
+                    self.blocking.store(false, Ordering::Relaxed);
+                }
+                false
+            }
+        }
     }
 
     /// The error for a failed `what`.
@@ -358,6 +473,7 @@ impl Coordinator for RedisCoordinator {
         let deadline = start + wait;
         let token = fastrand::u128(..);
         let hex = format!("{token:032x}");
+        let wake_key = self.keys.wake(&hex);
         let ttl_ms = millis(ttl);
         let liveness_ms = millis(WAITER_LIVENESS);
         // A caller that will not wait does not queue (it would only be in the others' way).
@@ -384,15 +500,18 @@ impl Coordinator for RedisCoordinator {
                     .key(&self.keys.fence)
                     .key(&self.keys.queue)
                     .key(&self.keys.live)
+                    .key(&wake_key)
                     .arg(&hex)
                     .arg(ttl_ms)
                     .arg(min_fence)
                     .arg(join)
                     .arg(liveness_ms)
-                    .invoke::<(i64, i64, i64)>(c)
+                    .invoke::<(i64, i64, i64, String)>(c)
             });
-            let (pause, failure) = match reply {
-                Ok((1, fence, _)) => {
+            // What to wait for before the next attempt: a wake-up (at most until the lease
+            // expires), or a pause.
+            let (pause, lease_left, failure) = match reply {
+                Ok((1, fence, _, _)) => {
                     let fence = u64::try_from(fence).map_err(|_| {
                         Error::Coordinator(format!(
                             "Redis at {} returned a negative fencing number {fence} (key {})",
@@ -407,7 +526,10 @@ impl Coordinator for RedisCoordinator {
                         ttl,
                     });
                 }
-                Ok((_, pttl, rank)) => {
+                Ok((_, pttl, rank, next)) => {
+                    // Dead waiters were dropped from the head of a free lease's queue: the
+                    // new first in line was not woken by a release.
+                    self.wake_waiter(&next);
                     queued |= rank >= 0;
                     backoff = MIN_BACKOFF;
                     // Next in line: poll often, the lease is handed on as soon as it is free.
@@ -426,16 +548,18 @@ impl Coordinator for RedisCoordinator {
                     let poll = jitter(poll);
                     // pttl < 0: free (another waiter is next), held without expiry (set by
                     // hand) or expired just now.
-                    let pause = match u64::try_from(pttl) {
-                        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(poll),
-                        _ => poll,
-                    };
-                    (pause, None)
+                    match u64::try_from(pttl) {
+                        Ok(ms) if ms > 0 => {
+                            let left = Duration::from_millis(ms);
+                            (left.min(poll), Some(left), None)
+                        }
+                        _ => (poll, None, None),
+                    }
                 }
                 Err(e) if is_connection_failure(&e) => {
                     let pause = jitter(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    (pause, Some(e))
+                    (pause, None, Some(e))
                 }
                 Err(e) => {
                     if queued {
@@ -457,11 +581,24 @@ impl Coordinator for RedisCoordinator {
                             self.leave_queue(&hex);
                         }
                         Error::Timeout(format!(
-                            "the commit lease of database {:?} was not free within {wait:?}",
+                            "the commit lease of database {:?} was not free within {wait:?} \
+                             (held, or other waiters were first in line)",
                             self.db_id
                         ))
                     }
                 });
+            }
+            // Block until woken when the wait may run over (Redis ends blocking waits late)
+            // without missing the end of this one or the lease's expiry.
+            let far = BLOCK + BLOCK_SLACK;
+            if queued
+                && failure.is_none()
+                && left >= far
+                && lease_left.is_none_or(|l| l >= far)
+                && self.blocking.load(Ordering::Relaxed)
+                && self.wait_for_wake(&wake_key, connect_timeout)
+            {
+                continue;
             }
             std::thread::sleep(pause.min(left));
         }
@@ -484,15 +621,19 @@ impl Coordinator for RedisCoordinator {
 
     fn release_commit_lease(&self, lease: &Lease, seq: u64) -> Result<()> {
         let hex = format!("{:032x}", lease.token);
-        self.run(self.connect_timeout, |c| {
-            self.release
-                .key(&self.keys.commit)
-                .key(&self.keys.seq)
-                .arg(&hex)
-                .arg(seq)
-                .invoke::<i64>(c)
-        })
-        .map_err(|e| self.failure("releasing the commit lease", &e))?;
+        let (_, next) = self
+            .run(self.connect_timeout, |c| {
+                self.release
+                    .key(&self.keys.commit)
+                    .key(&self.keys.seq)
+                    .key(&self.keys.queue)
+                    .key(&self.keys.live)
+                    .arg(&hex)
+                    .arg(seq)
+                    .invoke::<(i64, String)>(c)
+            })
+            .map_err(|e| self.failure("releasing the commit lease", &e))?;
+        self.wake_waiter(&next);
         Ok(())
     }
 
@@ -595,6 +736,7 @@ mod tests {
         assert_eq!(k.seq, "sop:{db-1}:seq");
         assert_eq!(k.queue, "sop:{db-1}:queue");
         assert_eq!(k.live, "sop:{db-1}:live");
+        assert_eq!(k.wake("ab12"), "sop:{db-1}:wake:ab12");
         assert_eq!(k.cache_prefix, "sop:{db-1}:c:");
     }
 

@@ -25,11 +25,26 @@
 //! # Invariants
 //!
 //! - **Namespaced keys**: every key of a database is `sop:{<db_id>}:...` (the commit lease
-//!   `...:commit`, the fencing counter `...:fence`, the seq hint `...:seq`, cache entries
+//!   `...:commit`, the fencing counter `...:fence`, the seq hint `...:seq`, the wait queue
+//!   `...:queue` and `...:live`, waiters' wake-up lists `...:wake:<token>`, cache entries
 //!   `...:c:<key>`), so several databases share one Redis without interfering. The braces put
-//!   a database's keys in one Redis Cluster hash slot, as the scripts need.
-//! - **One owner at a time**: the lease is `SET commit <token> NX PX ttl`, with a random
-//!   128-bit owner token, in one Lua script with the fencing increment.
+//!   a database's keys in one Redis Cluster hash slot, as the scripts need (they name every
+//!   key they touch).
+//! - **One owner at a time**: the lease is `SET commit <token> PX ttl` when free, with a
+//!   random 128-bit owner token, in one Lua script with the fencing increment.
+//! - **First come, first served**: a caller that finds the lease taken joins a wait queue
+//!   (a sorted set by arrival time on Redis' clock); a free lease goes only to the first live
+//!   waiter, so a process that has just released it cannot take it again ahead of the
+//!   others, and a caller that will not wait (`wait` zero) cannot take it from them either.
+//!   Waiters block on their own wake-up list (`BLPOP`, 100 ms at a time) and a release wakes
+//!   the first in line at once; they poll instead (every 0.5 to 5 ms, the first in line most
+//!   often) when their wait or the lease's time to live ends within 300 ms (Redis ends
+//!   blocking waits late, on its `hz` timer), when `io_timeout` is under 500 ms, or once a
+//!   blocking wait failed (Redis before 6.0). Each attempt renews the waiter's liveness
+//!   (500 ms, by Redis' clock in `...:live`); a waiter whose liveness ran out (its process
+//!   died) is dropped when it reaches the head, so it delays the others by at most about
+//!   that much, and one that gives up leaves the queue. The queue is only an ordering hint:
+//!   if Redis loses it (restart, `FLUSHALL`) the waiters simply queue again.
 //! - **Compare the token**: renewing (`PEXPIRE`) and releasing (`DEL`) are Lua scripts that
 //!   act only if the key still holds the caller's token, so a stale owner (its lease expired
 //!   and was granted again) can neither extend nor free the new owner's lease.
@@ -44,7 +59,13 @@
 //!   until the end), retrying through connection failures such as a restart of Redis.
 //! - **Transparent reconnection**: a connection that fails is dropped with the pool's idle
 //!   ones and the command is run again on a new connection (every script is idempotent: a
-//!   grant retried after a lost reply finds its own token and returns its own fence).
+//!   grant retried after a lost reply finds its own token and returns its own fence; queuing
+//!   again keeps the first arrival time).
+//!
+//! The scripts read Redis' clock (`TIME`) and write, which needs Redis 5 or later (scripts
+//! replicated by their effects); blocking waits need Redis 6.0 (on older ones waiters poll).
+//! A blocked waiter holds a connection: a process with more waiting threads than
+//! `pool_size` opens extra connections for them.
 
 mod coordinator;
 mod options;

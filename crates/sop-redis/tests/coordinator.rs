@@ -455,8 +455,24 @@ fn pool_serves_concurrent_callers() {
 
 #[test]
 fn lease_is_shared_fairly_between_busy_coordinators() {
+    share_the_lease_between_busy_coordinators(Duration::from_secs(2));
+}
+
+#[test]
+fn lease_is_shared_fairly_between_busy_coordinators_that_poll() {
+    // An I/O timeout too short for blocking waits: the waiters poll.
+    share_the_lease_between_busy_coordinators(Duration::from_millis(400));
+}
+
+fn share_the_lease_between_busy_coordinators(io_timeout: Duration) {
     let server = RedisServer::start();
-    let coordinators: Vec<RedisCoordinator> = (0..3).map(|_| connect(&server, "db")).collect();
+    let options = RedisOptions {
+        io_timeout,
+        ..server.options()
+    };
+    let coordinators: Vec<RedisCoordinator> = (0..3)
+        .map(|_| RedisCoordinator::connect(&options, "db").expect("connect"))
+        .collect();
     let run_for = Duration::from_secs(2);
     let start = Instant::now();
     // (grants, longest wait) per coordinator, each hammering the lease from its own thread:
@@ -487,7 +503,10 @@ fn lease_is_shared_fairly_between_busy_coordinators() {
             .collect()
     });
     let total: u64 = results.iter().map(|r| r.0).sum();
-    assert!(total >= 30, "only {total} grants in {run_for:?}: {results:?}");
+    assert!(
+        total >= 30,
+        "only {total} grants in {run_for:?}: {results:?}"
+    );
     for (grants, longest) in &results {
         assert!(
             *grants * 5 >= total,
@@ -500,11 +519,33 @@ fn lease_is_shared_fairly_between_busy_coordinators() {
     }
 }
 
+/// Waits until `n` waiters are queued for the lease of database `db`.
+fn wait_for_waiters(conn: &mut redis::Connection, n: usize) {
+    let start = Instant::now();
+    loop {
+        let queued: usize = redis::cmd("ZCARD")
+            .arg("sop:{db}:queue")
+            .query(conn)
+            .expect("ZCARD");
+        if queued >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{queued} waiters queued, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn waiters_are_served_in_arrival_order_and_the_releaser_does_not_jump_the_queue() {
     let server = RedisServer::start();
     let [a, b, c] = ["a", "b", "c"].map(|_| connect(&server, "db"));
     let order = std::sync::Mutex::new(Vec::new());
+    let mut conn = server
+        .connection(Duration::from_secs(2))
+        .expect("plain connection");
     let la = a
         .acquire_commit_lease(TTL, Duration::ZERO)
         .expect("free lease");
@@ -518,9 +559,9 @@ fn waiters_are_served_in_arrival_order_and_the_releaser_does_not_jump_the_queue(
     };
     std::thread::scope(|s| {
         let tb = s.spawn(|| take("b", &b));
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for_waiters(&mut conn, 1);
         let tc = s.spawn(|| take("c", &c));
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for_waiters(&mut conn, 2);
         a.release_commit_lease(&la, 1).expect("release");
         // b and c are waiting: a caller that will not wait gets nothing, even right after
         // the release, and one that waits comes after them.
@@ -583,7 +624,15 @@ fn a_dead_waiter_at_the_head_of_the_queue_is_skipped_after_its_liveness_runs_out
     a.release_commit_lease(&la, 3).expect("release");
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
     keys.sort();
-    assert_eq!(keys, ["sop:{db}:fence", "sop:{db}:seq"]);
+    // The dead waiter was woken by a's release: its wake list expires on its own.
+    let (wake, rest): (Vec<String>, Vec<String>) = keys
+        .into_iter()
+        .partition(|k| k.starts_with("sop:{db}:wake:"));
+    assert_eq!(rest, ["sop:{db}:fence", "sop:{db}:seq"]);
+    for k in wake {
+        let pttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut conn).expect("PTTL");
+        assert!((1..=1000).contains(&pttl), "{k} expires in {pttl} ms");
+    }
 }
 
 #[test]
@@ -625,7 +674,11 @@ fn a_flush_while_waiting_does_not_strand_the_waiters() {
     let mut sorted = fences.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(sorted.len(), 3, "one grant each, distinct fences: {fences:?}");
+    assert_eq!(
+        sorted.len(),
+        3,
+        "one grant each, distinct fences: {fences:?}"
+    );
     // The old holder cannot free anyone's lease, and a fresh grant still works.
     a.release_commit_lease(&la, 2).expect("stale release");
     let l = a
