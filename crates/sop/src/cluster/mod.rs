@@ -63,6 +63,8 @@ pub(crate) struct Cluster {
     pub procs: PathBuf,
     pub registration: Mutex<Option<procs::Registration>>,
     pub published: Mutex<(procs::Info, std::time::Instant)>,
+    /// Markers of other processes were applied without syncing the marker folder.
+    pub markers_unsynced: std::sync::atomic::AtomicBool,
 }
 
 /// File holding the database id.

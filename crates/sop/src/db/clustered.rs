@@ -13,6 +13,7 @@
 //!   decision) and the marker folder synced.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::{
@@ -185,6 +186,7 @@ impl Database {
             procs: pdir,
             registration: Mutex::new(registration),
             published: Mutex::new((info, std::time::Instant::now())),
+            markers_unsynced: std::sync::atomic::AtomicBool::new(false),
         };
         let rec = log::Recovered {
             state,
@@ -297,7 +299,7 @@ pub(super) fn close(shared: &Shared) -> Result<()> {
         return Ok(());
     };
     let mut ctx = shared.commit_lock()?;
-    catch_up(shared, &mut ctx)?;
+    catch_up(shared, &mut ctx, true)?;
     ctx.writer.sync_always()?;
     drop(c.registration.lock().map_err(super::poisoned)?.take());
     settle_alone(&shared.files, dir, &ctx.latest, c.instance)
@@ -323,8 +325,10 @@ pub(super) fn allocate(shared: &Shared, space: claims::Space, floor: u64) -> Res
 }
 
 /// Applies the commits other processes made after `ctx.latest` (in marker order) and
-/// publishes the result.
-pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
+/// publishes the result. With `sync`, the markers found are made durable first (for readers:
+/// nothing they see can vanish in a power cut); a committer passes `false`, because its own
+/// sync of the marker folder, before it acknowledges, covers every marker before its own.
+pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx, sync: bool) -> Result<()> {
     let Some(c) = &shared.cluster else {
         return Ok(());
     };
@@ -334,12 +338,8 @@ pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
         let Some(rec) = cluster::next_commit(&shared.files, &c.markers, after)? else {
             break;
         };
-        if next.is_none() && ctx.writer.is_durable() {
-            // Another process's decisions become durable before anything is built on them.
-            shared
-                .storage
-                .sync_dir(&c.markers)
-                .map_err(|e| Error::io(&c.markers, e))?;
+        if next.is_none() {
+            c.markers_unsynced.store(true, Ordering::Relaxed);
         }
         let st = next.get_or_insert_with(|| (*ctx.latest).clone());
         let replaced = st.apply(&rec);
@@ -365,6 +365,13 @@ pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
                     })
                     .collect(),
             });
+        }
+    }
+    if sync && ctx.writer.is_durable() && c.markers_unsynced.swap(false, Ordering::Relaxed) {
+        // Readers see other processes' commits only once their markers are durable.
+        if let Err(e) = shared.storage.sync_dir(&c.markers) {
+            c.markers_unsynced.store(true, Ordering::Relaxed);
+            return Err(Error::io(&c.markers, e));
         }
     }
     if let Some(st) = next {
@@ -435,6 +442,7 @@ pub(crate) fn sync_markers(shared: &Shared, ctx: &mut CommitCtx) -> Result<()> {
         ctx.writer.poison_with(&err);
         return Err(err);
     }
+    c.markers_unsynced.store(false, Ordering::Relaxed);
     Ok(())
 }
 

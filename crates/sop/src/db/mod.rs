@@ -327,7 +327,7 @@ impl Shared {
     pub fn refresh(&self) -> Result<()> {
         if self.cluster.is_some() {
             let mut ctx = self.commit_lock()?;
-            clustered::catch_up(self, &mut ctx)?;
+            clustered::catch_up(self, &mut ctx, true)?;
             clustered::publish_info(self, &ctx, false)?;
         }
         Ok(())
@@ -661,7 +661,7 @@ impl Database {
         let mut ctx = self.shared.commit_lock()?;
         let ctx = &mut *ctx;
         if self.shared.cluster.is_some() {
-            catch_up(&self.shared, ctx)?;
+            catch_up(&self.shared, ctx, true)?;
             cluster_checkpoint(&self.shared, ctx)?;
             clustered::collect(&self.shared, ctx)?;
             return Ok(());

@@ -146,7 +146,7 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
         .coordinator
         .acquire_commit_lease(c.opts.lease_ttl, c.opts.lease_wait)?;
     let r = (|| {
-        crate::db::catch_up(shared, ctx)?;
+        crate::db::catch_up(shared, ctx, false)?;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
         let batch = prepare(st, &cur)?;
