@@ -414,6 +414,7 @@ pub(crate) fn commit_point(
             "the commit lease expired before commit {seq} reached its commit point; retry"
         )));
     }
+    stall_for_tests("SOP_TEST_STALL_BEFORE_MARKER");
     if loc.seg != c.published.lock().map_err(super::poisoned)?.0.writer {
         // A new segment: others must know it is being written before anything in it can
         // become garbage in their eyes.
@@ -424,8 +425,24 @@ pub(crate) fn commit_point(
             "commit {seq} was decided by another process first; retry"
         )));
     }
+    stall_for_tests("SOP_TEST_STALL_AFTER_MARKER");
     Ok(())
 }
+
+/// Tests that kill a process in the middle of a commit (feature `testing`): with the named
+/// environment variable set, the committing thread stops here for good, holding the lease.
+#[cfg(feature = "testing")]
+fn stall_for_tests(var: &str) {
+    if std::env::var_os(var).is_some() {
+        eprintln!("sop: stalled at {var}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+fn stall_for_tests(_var: &str) {}
 
 /// Makes the markers created so far durable (after the lease is released: a process that
 /// builds on them syncs the folder first). A failure poisons the handle: the commit's outcome
