@@ -808,6 +808,22 @@ impl RawBtree {
         self.with(|c| with_first(c, key, |c, it| c.read_value(&it.value)))
     }
 
+    /// Calls `f` with the value of the first item with `key` without copying it (a value in
+    /// a separate blob is read first); `None` when absent. Records the same read as
+    /// [`RawBtree::get`].
+    ///
+    /// # Errors
+    /// As [`RawBtree::get`].
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.with(|c| {
+            with_first(c, key, |c, it| match &it.value {
+                ValueRef::Inline(v) => Ok(f(v)),
+                ValueRef::Pending(v) => Ok(f(v)),
+                blob @ ValueRef::Blob { .. } => Ok(f(&c.read_value(blob)?)),
+            })
+        })
+    }
+
     /// The first item with `key` (the newest of duplicates): key, value and item id, without
     /// moving the cursor. Records the same read as [`RawBtree::get`].
     ///
@@ -888,6 +904,70 @@ impl RawBtree {
         let mut st = lock(&self.txn)?;
         st.check_active()?;
         info_of(&mut st, self.store, false)
+    }
+
+    /// Calls `f(key, value)` for the items with keys in (`lo`, `hi`), in order, without
+    /// copying them (the fast way to scan), until `f` returns `false`. Returns how many items
+    /// `f` saw. Holds the transaction for the whole scan (no cursor moves, no writes meanwhile).
+    /// In a `ForWriting` transaction the keys scanned are recorded as read, as with a range
+    /// iterator.
+    ///
+    /// # Errors
+    /// As [`RawBtree::get`].
+    pub fn for_each_in(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<usize> {
+        self.with(|c| {
+            let root = c.root();
+            let mut pos = match lo {
+                Bound::Included(k) => c.seek(k, ItemId::MAX, Seek::Ge)?,
+                Bound::Excluded(k) => c.seek(k, 0, Seek::Gt)?,
+                Bound::Unbounded => btree::first(&mut c.nodes, root)?,
+            };
+            let order = c.nodes.store.shape.order.clone();
+            let below_hi = |k: &[u8]| match hi {
+                Bound::Included(h) => order.keys(k, h) != Ordering::Greater,
+                Bound::Excluded(h) => order.keys(k, h) == Ordering::Less,
+                Bound::Unbounded => true,
+            };
+            let mut seen = 0;
+            let mut stopped: Option<Vec<u8>> = None;
+            'leaves: while let Some(p) = pos {
+                let leaf = Arc::clone(&p.leaf);
+                let Node::Leaf(items) = &*leaf else {
+                    break;
+                };
+                for it in items.get(p.idx..).unwrap_or_default() {
+                    if !below_hi(&it.key) {
+                        break 'leaves;
+                    }
+                    seen += 1;
+                    let go_on = match &it.value {
+                        ValueRef::Inline(v) => f(&it.key, v),
+                        ValueRef::Pending(v) => f(&it.key, v),
+                        blob @ ValueRef::Blob { .. } => {
+                            let v = c.read_value(blob)?;
+                            f(&it.key, &v)
+                        }
+                    };
+                    if !go_on {
+                        stopped = Some(it.key.to_vec());
+                        break 'leaves;
+                    }
+                }
+                let mut last = p;
+                last.idx = items.len().saturating_sub(1);
+                pos = btree::step_next(&mut c.nodes, last)?;
+            }
+            match &stopped {
+                Some(k) => c.read_range(lo, Bound::Included(k)),
+                None => c.read_range(lo, hi),
+            }
+            Ok(seen)
+        })
     }
 
     /// Items with keys in `range`, in order; `.rev()` iterates backwards.

@@ -352,8 +352,93 @@ fn get_item_and_get_items_return_the_newest_item_without_moving_the_cursor() {
             Some(b"new".to_vec())
         ]
     );
+    assert_eq!(
+        s.get_with(b"b", <[u8]>::to_vec).expect("ok"),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(s.get_with(b"zz", <[u8]>::len).expect("ok"), None);
     // The id is the newest duplicate's.
     assert!(s.find_with_id(b"b", b.id).expect("ok"));
     assert_eq!(s.current_value().expect("ok"), Some(b"new".to_vec()));
     tx.commit().expect("ok");
+}
+
+#[test]
+fn for_each_in_matches_the_range_iterator_and_records_its_reads() {
+    use std::ops::Bound;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open(DatabaseOptions::new(dir.path())).expect("open");
+    let tx = db.begin(TransactionMode::ForWriting).expect("begin");
+    for (name, unique) in [("u", true), ("d", false)] {
+        let s = tx
+            .new_raw_btree(
+                name,
+                StoreOptions {
+                    slot_length: 4,
+                    ..StoreOptions::unique(unique)
+                },
+            )
+            .expect("store");
+        for i in 0u32..300 {
+            let k = format!("k{:04}", (i * 7) % 200).into_bytes();
+            s.add(&k, &i.to_le_bytes()).expect("add");
+        }
+    }
+    tx.commit().expect("commit");
+    let tx = db.begin(TransactionMode::ForReading).expect("begin");
+    let mut rng = fastrand::Rng::with_seed(7);
+    for name in ["u", "d"] {
+        let s = tx.open_raw_btree(name).expect("open");
+        for _ in 0..200 {
+            let a = format!("k{:04}", rng.u32(..210)).into_bytes();
+            let b = format!("k{:04}", rng.u32(..210)).into_bytes();
+            let (lo, hi) = match rng.u8(..3) {
+                0 => (Bound::Included(a.clone()), Bound::Excluded(b.clone())),
+                1 => (Bound::Excluded(a.clone()), Bound::Included(b.clone())),
+                _ => (Bound::Unbounded, Bound::Unbounded),
+            };
+            let want: Vec<(Vec<u8>, Vec<u8>)> = s
+                .range((lo.clone(), hi.clone()))
+                .map(|i| i.map(|i| (i.key, i.value)))
+                .collect::<sop::Result<_>>()
+                .expect("iter");
+            let limit = rng.usize(..want.len() + 2);
+            let mut got = Vec::new();
+            let n = s
+                .for_each_in(
+                    lo.as_ref().map(Vec::as_slice),
+                    hi.as_ref().map(Vec::as_slice),
+                    |k, v| {
+                        got.push((k.to_vec(), v.to_vec()));
+                        got.len() < limit
+                    },
+                )
+                .expect("scan");
+            assert_eq!(n, got.len());
+            let expect = &want[..want.len().min(limit.max(1))];
+            assert_eq!(&got[..], expect, "{name} {lo:?}..{hi:?} limit {limit}");
+        }
+    }
+    drop(tx);
+    // In a ForWriting transaction the scanned range is read: an insert into it conflicts.
+    let t1 = db.begin(TransactionMode::ForWriting).expect("begin");
+    let t2 = db.begin(TransactionMode::ForWriting).expect("begin");
+    t1.open_raw_btree("u")
+        .expect("open")
+        .for_each_in(
+            Bound::Included(b"k0010"),
+            Bound::Excluded(b"k0020"),
+            |_, _| true,
+        )
+        .expect("scan");
+    t1.open_raw_btree("u")
+        .expect("open")
+        .add(b"zzz", b"x")
+        .expect("add");
+    t2.open_raw_btree("u")
+        .expect("open")
+        .add(b"k0015x", b"y")
+        .expect("add");
+    t2.commit().expect("commit");
+    assert!(t1.commit().expect_err("conflict").is_retryable());
 }

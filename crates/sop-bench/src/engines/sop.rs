@@ -5,6 +5,7 @@
 //! new transaction, with backoff, as [`Database::transact`] does; the number of such retries
 //! is printed to stderr when the database is closed, if any.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,13 +62,10 @@ struct SopReader<'a> {
 impl Reader for SopReader<'_> {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
-        match self.store.get(key)? {
-            Some(v) => {
-                out.extend_from_slice(&v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self
+            .store
+            .get_with(key, |v| out.extend_from_slice(v))?
+            .is_some())
     }
 
     fn scan(
@@ -76,16 +74,16 @@ impl Reader for SopReader<'_> {
         limit: usize,
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<usize> {
-        let range = match from {
-            Some(k) => self.store.range(k.to_vec()..),
-            None => self.store.iter(),
-        };
-        let mut n = 0;
-        for item in range.take(limit) {
-            let item = item?;
-            visit(&item.key, &item.value);
-            n += 1;
+        if limit == 0 {
+            return Ok(0);
         }
+        let lo = from.map_or(Bound::Unbounded, Bound::Included);
+        let mut n = 0;
+        self.store.for_each_in(lo, Bound::Unbounded, |k, v| {
+            visit(k, v);
+            n += 1;
+            n < limit
+        })?;
         Ok(n)
     }
 }
