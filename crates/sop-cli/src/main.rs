@@ -40,6 +40,10 @@ pub struct Global {
     /// Machine output: one JSON object per line.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Open the database in clustered mode with this Redis (e.g. redis://127.0.0.1:6379/0), to
+    /// work on a folder that other processes have open in clustered mode.
+    #[arg(long, global = true, env = "SOP_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 /// How keys and values on the command line map to the store's bytes.

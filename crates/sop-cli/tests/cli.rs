@@ -403,3 +403,40 @@ fn in_doubt_and_resolve() {
     let e = fails(&db, &["resolve", "00ff", "--commit"]);
     assert!(e.contains("no in-doubt transaction"), "{e}");
 }
+
+/// `--redis` works on a folder other processes have open in clustered mode (here: a handle of
+/// this test process); without it the folder is refused as locked.
+#[test]
+fn redis_option_works_on_a_running_cluster() {
+    let redis = sop_redis::testing::RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_in(&dir);
+    let with_redis = |args: &[&str]| {
+        let mut a = vec!["--redis", url.as_str()];
+        a.extend_from_slice(args);
+        ok(&db, &a)
+    };
+    with_redis(&["put", "s", "k1", "v1"]);
+    // A long-running clustered process holds the folder.
+    let running = sop_redis::open(
+        sop::DatabaseOptions::new(&db),
+        sop::ClusterOptions::default(),
+        &sop_redis::RedisOptions::from_url(&url),
+    )
+    .unwrap();
+    let e = fails(&db, &["get", "s", "k1"]);
+    assert!(e.contains("locked"), "{e}");
+    assert_eq!(with_redis(&["get", "s", "k1"]).trim(), "v1");
+    with_redis(&["put", "s", "k2", "v2"]);
+    let rows = json_lines(&with_redis(&["--json", "scan", "s"]));
+    assert_eq!(rows.len(), 2);
+    assert!(with_redis(&["verify"]).to_lowercase().contains("ok"));
+    // The running process sees the CLI's commits.
+    let tx = running.begin(sop::TransactionMode::ForReading).unwrap();
+    let s = tx.open_raw_btree("s").unwrap();
+    assert_eq!(s.count().unwrap(), 2);
+    drop((s, tx, running));
+    // Alone again: plain standalone commands work.
+    assert_eq!(ok(&db, &["get", "s", "k2"]).trim(), "v2");
+}

@@ -112,7 +112,7 @@ fn type_or(t: &Option<String>, raw: &str) -> String {
 
 /// `sop stores`.
 pub fn stores(g: &Global, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let tx = db.begin(TransactionMode::ForReading)?;
     let mut rows = Vec::new();
     for name in db.store_names()? {
@@ -144,7 +144,7 @@ pub fn stores(g: &Global, out: Out) -> Result<ExitCode> {
 
 /// `sop info [STORE]`: a store, or the database when no store is named.
 pub fn info(g: &Global, store: Option<&str>, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let Some(store) = store else {
         return db_info(&db, out);
     };
@@ -228,7 +228,7 @@ fn db_info(db: &Database, out: Out) -> Result<ExitCode> {
 /// `sop verify`: exit status 1 when anything is wrong, including damage that stops the
 /// database from opening.
 pub fn verify(g: &Global, out: Out) -> Result<ExitCode> {
-    let db = match open_existing(&g.db) {
+    let db = match open_existing(g) {
         Ok(db) => db,
         Err(e) => {
             // Damage found by recovery is a verify result, not a usage error.
@@ -286,7 +286,7 @@ pub fn verify(g: &Global, out: Out) -> Result<ExitCode> {
 
 /// `sop checkpoint`.
 pub fn checkpoint(g: &Global, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let before = db.disk_usage()?;
     db.checkpoint().context("checkpoint")?;
     let after = db.disk_usage()?;

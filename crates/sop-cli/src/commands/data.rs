@@ -61,7 +61,7 @@ pub fn open_or_create_store(
 
 /// `sop get`.
 pub fn get(g: &Global, store: &str, key: &str, k: KeyOpts, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let tx = db.begin(TransactionMode::ForReading)?;
     let (s, codec) = open_store(&tx, store, k)?;
     let kb = codec.key_from_arg(key)?;
@@ -84,7 +84,7 @@ pub fn put(
     k: KeyOpts,
     out: Out,
 ) -> Result<ExitCode> {
-    let db = open_or_create(&g.db)?;
+    let db = open_or_create(g)?;
     let tx = db.begin(TransactionMode::ForWriting)?;
     let (s, codec) = open_or_create_store(&tx, store, k)?;
     let kb = codec.key_from_arg(key)?;
@@ -101,7 +101,7 @@ pub fn put(
 
 /// `sop del`.
 pub fn del(g: &Global, store: &str, key: &str, k: KeyOpts, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let tx = db.begin(TransactionMode::ForWriting)?;
     let (s, codec) = open_store(&tx, store, k)?;
     let kb = codec.key_from_arg(key)?;
@@ -118,7 +118,7 @@ pub fn del(g: &Global, store: &str, key: &str, k: KeyOpts, out: Out) -> Result<E
 
 /// `sop scan`.
 pub fn scan(g: &Global, a: &ScanArgs, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let tx = db.begin(TransactionMode::ForReading)?;
     let (s, codec) = open_store(&tx, &a.store, a.k)?;
     let lo = match &a.from {

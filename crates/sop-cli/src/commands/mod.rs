@@ -7,14 +7,31 @@ pub mod demo;
 pub mod transfer;
 pub mod txn;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
-use sop::{Database, DatabaseOptions};
+use sop::{ClusterOptions, Database, DatabaseOptions};
 
-/// Opens the existing database in `path`; refuses a folder that is not a database (it would
+use crate::Global;
+
+/// Opens with `opts`, in clustered mode when `--redis` was given.
+fn open_mode(g: &Global, opts: DatabaseOptions) -> sop::Result<Database> {
+    match &g.redis {
+        Some(url) => sop_redis::open(
+            opts,
+            ClusterOptions::default(),
+            &sop_redis::RedisOptions::from_url(url),
+        ),
+        // The folder may have been used in clustered mode last (persisted options say so).
+        None => Database::open(DatabaseOptions {
+            db_type: sop::DatabaseType::Standalone,
+            ..opts
+        }),
+    }
+}
+
+/// Opens the existing database in `--db`; refuses a folder that is not a database (it would
 /// otherwise be created).
-pub fn open_existing(path: &Path) -> Result<Database> {
+pub fn open_existing(g: &Global) -> Result<Database> {
+    let path = g.db.as_path();
     if !path.exists() {
         bail!(
             "{} does not exist (create a database with `sop --db {} init`)",
@@ -43,16 +60,17 @@ pub fn open_existing(path: &Path) -> Result<Database> {
             opts
         }
     };
-    tracing::debug!(path = %path.display(), "opening database");
-    Database::open(opts).with_context(|| format!("opening database {}", path.display()))
+    tracing::debug!(path = %path.display(), clustered = g.redis.is_some(), "opening database");
+    open_mode(g, opts).with_context(|| format!("opening database {}", path.display()))
 }
 
-/// Opens the database in `path`, creating it when the folder is missing or empty.
-pub fn open_or_create(path: &Path) -> Result<Database> {
+/// Opens the database in `--db`, creating it when the folder is missing or empty.
+pub fn open_or_create(g: &Global) -> Result<Database> {
+    let path = g.db.as_path();
     if Database::is_database(path) {
-        return open_existing(path);
+        return open_existing(g);
     }
     tracing::info!(path = %path.display(), "creating database");
-    Database::open(DatabaseOptions::new(path))
+    open_mode(g, DatabaseOptions::new(path))
         .with_context(|| format!("creating database {}", path.display()))
 }

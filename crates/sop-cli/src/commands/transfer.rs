@@ -80,7 +80,7 @@ pub fn import(g: &Global, a: &ImportArgs, out: Out) -> Result<ExitCode> {
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(BufReader::new(f)), len)
     };
-    let db = open_or_create(&g.db)?;
+    let db = open_or_create(g)?;
     let pb = match len {
         Some(len) => out.progress(len, &format!("importing into {}", a.store), true),
         None => out.spinner(&format!("importing into {}", a.store)),
@@ -135,7 +135,7 @@ pub fn import(g: &Global, a: &ImportArgs, out: Out) -> Result<ExitCode> {
 
 /// `sop export`.
 pub fn export(g: &Global, a: &ExportArgs, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let tx = db.begin(TransactionMode::ForReading)?;
     let (s, codec) = open_store(&tx, &a.store, a.k)?;
     let total = s.count()?;

@@ -34,7 +34,7 @@ pub fn parse_txn_id(s: &str) -> Result<u128> {
 
 /// `sop in-doubt`.
 pub fn in_doubt(g: &Global, out: Out) -> Result<ExitCode> {
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let list = db.in_doubt()?;
     if out.json {
         for d in &list {
@@ -66,7 +66,7 @@ pub fn in_doubt(g: &Global, out: Out) -> Result<ExitCode> {
 /// `sop resolve`.
 pub fn resolve(g: &Global, a: &ResolveArgs, out: Out) -> Result<ExitCode> {
     let id = parse_txn_id(&a.txn)?;
-    let db = open_existing(&g.db)?;
+    let db = open_existing(g)?;
     let what = if a.commit { "committed" } else { "aborted" };
     db.resolve_in_doubt(id, a.commit)
         .with_context(|| format!("resolving transaction {id:032x}"))?;
