@@ -11,9 +11,10 @@
 //! - Logical ids are allocated database-wide from one counter and never reused; id 0 is "none".
 //! - An entry's `version` increases by one on every content change and is unchanged when a
 //!   compaction only moves the image (so optimistic validation sees no change).
-//! - The registry is a persistent (copy-on-write) array of 1024-entry chunks: cloning it is
-//!   cheap (one `Arc` per chunk), and a clone is an immutable snapshot that running
-//!   transactions read while commits publish newer versions.
+//! - The registry is a persistent (copy-on-write) array of 128-entry chunks under 512-chunk
+//!   middle nodes: cloning it is cheap (one `Arc` per middle node), a commit copies only the
+//!   chunks and middle nodes it changes (~8 KiB for one entry), and a clone is an immutable
+//!   snapshot that running transactions read while commits publish newer versions.
 
 use std::sync::Arc;
 
@@ -50,9 +51,9 @@ impl Entry {
     }
 }
 
-const CHUNK_BITS: u32 = 10;
+const CHUNK_BITS: u32 = 7;
 const CHUNK: usize = 1 << CHUNK_BITS;
-const MID_BITS: u32 = 10;
+const MID_BITS: u32 = 9;
 const MID: usize = 1 << MID_BITS;
 
 /// Logical ids are below this bound (2^40). Decoders reject larger ids as corruption, so a
