@@ -31,21 +31,29 @@ fn local() -> Arc<dyn Coordinator> {
 }
 
 /// A coordinator that grants the lease to everybody at once: the storage-level decision
-/// (commit markers) must keep commits correct anyway.
+/// (commit markers) must keep commits correct anyway. With `loses_lease`, every lease looks
+/// granted a while ago and lost when renewed (a committer that stalled past its TTL).
 #[derive(Debug, Default)]
-struct GrantsEveryone;
+struct GrantsEveryone {
+    loses_lease: bool,
+}
 
 impl Coordinator for GrantsEveryone {
     fn acquire_commit_lease(&self, ttl: Duration, _wait: Duration) -> sop::Result<Lease> {
+        let now = std::time::Instant::now();
         Ok(Lease {
             token: fastrand::u128(..),
             fence: 1,
-            granted: std::time::Instant::now(),
+            granted: if self.loses_lease {
+                now.checked_sub(ttl / 2).unwrap()
+            } else {
+                now
+            },
             ttl,
         })
     }
     fn renew_commit_lease(&self, _lease: &Lease, _ttl: Duration) -> sop::Result<bool> {
-        Ok(true)
+        Ok(!self.loses_lease)
     }
     fn release_commit_lease(&self, _lease: &Lease, _seq: u64) -> sop::Result<()> {
         Ok(())
@@ -289,7 +297,7 @@ fn bank_with_two_handles_keeps_the_total() {
 
 #[test]
 fn bank_stays_correct_when_the_coordinator_grants_the_lease_to_everyone() {
-    let lost = bank(Arc::new(GrantsEveryone), 150);
+    let lost = bank(Arc::new(GrantsEveryone::default()), 150);
     eprintln!("commits that lost the marker race: {lost}");
     assert!(
         lost > 0,
@@ -416,42 +424,13 @@ fn the_l2_node_cache_is_used_and_a_damaged_entry_is_not_believed() {
     assert!(c.verify().unwrap().is_ok());
 }
 
-/// Grants the lease but reports it lost at the commit point (a committer that stalled past
-/// its TTL).
-#[derive(Debug, Default)]
-struct LosesLease;
-
-impl Coordinator for LosesLease {
-    fn acquire_commit_lease(&self, ttl: Duration, wait: Duration) -> sop::Result<Lease> {
-        // Granted a while ago, so the committer asks whether it still holds it.
-        let mut l = GrantsEveryone.acquire_commit_lease(ttl, wait)?;
-        l.granted = std::time::Instant::now().checked_sub(ttl / 2).unwrap();
-        Ok(l)
-    }
-    fn renew_commit_lease(&self, _lease: &Lease, _ttl: Duration) -> sop::Result<bool> {
-        Ok(false)
-    }
-    fn release_commit_lease(&self, _lease: &Lease, _seq: u64) -> sop::Result<()> {
-        Ok(())
-    }
-    fn latest_seq_hint(&self) -> sop::Result<Option<u64>> {
-        Ok(None)
-    }
-    fn cache_get(&self, _key: &str) -> sop::Result<Option<Vec<u8>>> {
-        Ok(None)
-    }
-    fn cache_put(&self, _key: &str, _value: &[u8], _ttl: Duration) -> sop::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_committer_that_lost_its_lease_does_not_complete_and_its_record_is_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let good = local();
     let a = open(dir.path(), &good);
     put(&a, "s", 1, "before");
-    let lossy: Arc<dyn Coordinator> = Arc::new(LosesLease);
+    let lossy: Arc<dyn Coordinator> = Arc::new(GrantsEveryone { loses_lease: true });
     let stale = open(dir.path(), &lossy);
     let tx = stale.begin(TransactionMode::ForWriting).unwrap();
     tx.open_btree::<u64, String>("s")

@@ -126,45 +126,11 @@ impl Storage for FileStorage {
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| with_path(e, "cannot open lock file", path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(FileLock {
-                file,
-                path: path.to_path_buf(),
-            })),
-            Err(TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("already locked by another holder: {}", path.display()),
-            )),
-            Err(TryLockError::Error(e)) => Err(with_path(e, "cannot lock", path)),
-        }
+        lock_file(path, false)
     }
 
     fn lock_shared(&self, path: &Path) -> io::Result<Box<dyn Send + Sync + Debug>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| with_path(e, "cannot open lock file", path))?;
-        match file.try_lock_shared() {
-            Ok(()) => Ok(Box::new(FileLock {
-                file,
-                path: path.to_path_buf(),
-            })),
-            Err(TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("locked exclusively by another holder: {}", path.display()),
-            )),
-            Err(TryLockError::Error(e)) => Err(with_path(e, "cannot lock", path)),
-        }
+        lock_file(path, true)
     }
 
     fn create_link(&self, path: &Path, target: &str) -> io::Result<()> {
@@ -176,7 +142,6 @@ impl Storage for FileStorage {
             }
         })
     }
-
     fn read_link(&self, path: &Path) -> io::Result<String> {
         let t = fs::read_link(path)?;
         t.into_os_string().into_string().map_err(|_| {
@@ -185,6 +150,33 @@ impl Storage for FileStorage {
                 format!("link target is not UTF-8: {}", path.display()),
             )
         })
+    }
+}
+
+/// Opens (creating) `path` and takes a non-blocking flock on it, shared or exclusive.
+fn lock_file(path: &Path, shared: bool) -> io::Result<Box<dyn Send + Sync + Debug>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| with_path(e, "cannot open lock file", path))?;
+    let taken = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match taken {
+        Ok(()) => Ok(Box::new(FileLock {
+            file,
+            path: path.to_path_buf(),
+        })),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("already locked by another holder: {}", path.display()),
+        )),
+        Err(TryLockError::Error(e)) => Err(with_path(e, "cannot lock", path)),
     }
 }
 
