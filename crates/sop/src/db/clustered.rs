@@ -63,6 +63,8 @@ pub(super) fn leave_cluster(
     log::write_checkpoint(&*storage, dir, &state, seg, SEGMENT_HEADER, &c.in_doubt)?;
     markers::remove_upto(&*storage, &mdir, u64::MAX)?;
     claims::remove_all(&*storage, &dir.join(claims::DIR))?;
+    // The clustered processes are all gone (this open holds the folder exclusively).
+    procs::live(&*storage, &dir.join(procs::DIR))?;
     let info = Some((state.seq, seg));
     Ok((
         log::Recovered {
@@ -306,8 +308,8 @@ pub(super) fn close(shared: &Shared) -> Result<()> {
 }
 
 /// Hands out the next id of `space` from this handle's claimed range, claiming a new chunk
-/// (above `floor`, the committed high-water mark) when it is used up.
-pub(super) fn allocate(shared: &Shared, space: claims::Space, floor: u64) -> Result<u64> {
+/// (above the committed high-water mark) when it is used up.
+pub(super) fn allocate(shared: &Shared, space: claims::Space) -> Result<u64> {
     let Some(c) = &shared.cluster else {
         return Err(Error::InvalidArgument("not clustered".into()));
     };
@@ -317,6 +319,11 @@ pub(super) fn allocate(shared: &Shared, space: claims::Space, floor: u64) -> Res
         claims::Space::Store => &mut ids.1,
     };
     if r.next >= r.end {
+        let st = shared.state()?;
+        let floor = match space {
+            claims::Space::Logical => st.next_logical,
+            claims::Space::Store => u64::from(st.next_store),
+        };
         *r = claims::claim(&*shared.storage, &c.claims, space, floor)?;
     }
     let id = r.next;

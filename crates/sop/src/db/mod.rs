@@ -287,8 +287,7 @@ impl Shared {
         match &self.cluster {
             None => Ok(self.next_store.fetch_add(1, Ordering::Relaxed)),
             Some(_) => {
-                let floor = u64::from(self.state()?.next_store);
-                let id = clustered::allocate(self, crate::cluster::claims::Space::Store, floor)?;
+                let id = clustered::allocate(self, crate::cluster::claims::Space::Store)?;
                 u32::try_from(id)
                     .map_err(|_| Error::InvalidArgument("store id space exhausted".into()))
             }
@@ -299,10 +298,7 @@ impl Shared {
     pub fn new_logical(&self) -> Result<u64> {
         match &self.cluster {
             None => Ok(self.next_logical.fetch_add(1, Ordering::Relaxed)),
-            Some(_) => {
-                let floor = self.state()?.next_logical;
-                clustered::allocate(self, crate::cluster::claims::Space::Logical, floor)
-            }
+            Some(_) => clustered::allocate(self, crate::cluster::claims::Space::Logical),
         }
     }
 
