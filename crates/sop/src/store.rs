@@ -91,13 +91,44 @@ fn with_first<R>(
     }
 }
 
+/// Calls `f` with the key, id and value of the first item with `key` (recording the point
+/// read; a value in a separate blob is read first); `None` when absent. Stores of unique keys
+/// in byte order take a path that copies nothing.
+fn with_first_value<R>(
+    c: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&[u8], ItemId, &[u8]) -> R,
+) -> Result<Option<R>> {
+    if !c.nodes.store.shape.plain() {
+        return with_first(c, key, |c, it| match &it.value {
+            ValueRef::Inline(v) => Ok(f(&it.key, it.id, v)),
+            ValueRef::Pending(v) => Ok(f(&it.key, it.id, v)),
+            blob @ ValueRef::Blob { .. } => Ok(f(&it.key, it.id, &c.read_value(blob)?)),
+        });
+    }
+    c.read_point(key);
+    let root = c.root();
+    let mut f = Some(f);
+    let got = c.nodes.get_plain(root, key, |it| match &it.value {
+        ValueRef::Inline(v) => Ok(f.take().map(|f| f(&it.key, it.id, v))),
+        ValueRef::Pending(v) => Ok(f.take().map(|f| f(&it.key, it.id, v))),
+        blob @ ValueRef::Blob { .. } => Err((blob.clone(), it.id)),
+    })?;
+    match got {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(r),
+        Some(Err((blob, id))) => {
+            let v = c.read_value(&blob)?;
+            Ok(f.take().map(|f| f(key, id, &v)))
+        }
+    }
+}
+
 fn item_with_key(c: &mut Ctx<'_>, key: &[u8]) -> Result<Option<RawItem>> {
-    with_first(c, key, |c, it| {
-        Ok(RawItem {
-            value: c.read_value(&it.value)?,
-            key: it.key.to_vec(),
-            id: it.id,
-        })
+    with_first_value(c, key, |k, id, v| RawItem {
+        value: v.to_vec(),
+        key: k.to_vec(),
+        id,
     })
 }
 
@@ -805,7 +836,7 @@ impl RawBtree {
     /// # Errors
     /// As [`RawBtree::find`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|c| with_first(c, key, |c, it| c.read_value(&it.value)))
+        self.with(|c| with_first_value(c, key, |_, _, v| v.to_vec()))
     }
 
     /// Calls `f` with the value of the first item with `key` without copying it (a value in
@@ -815,13 +846,7 @@ impl RawBtree {
     /// # Errors
     /// As [`RawBtree::get`].
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        self.with(|c| {
-            with_first(c, key, |c, it| match &it.value {
-                ValueRef::Inline(v) => Ok(f(v)),
-                ValueRef::Pending(v) => Ok(f(v)),
-                blob @ ValueRef::Blob { .. } => Ok(f(&c.read_value(blob)?)),
-            })
-        })
+        self.with(|c| with_first_value(c, key, |_, _, v| f(v)))
     }
 
     /// The first item with `key` (the newest of duplicates): key, value and item id, without

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::{Item, ItemId, Node, NodeStore, Path, Shape, child_index};
+use super::{Item, ItemId, Node, NodeStore, Path, Shape, child_index_in};
 use crate::error::Result;
 use crate::registry::LogicalId;
 
@@ -139,12 +139,12 @@ pub fn seek<S: NodeStore>(
     }
     let mut path = Path::new();
     let mut cur = root;
-    let leaf = loop {
-        let node = store.node(cur)?;
+    let (leaf, index) = loop {
+        let (node, index) = store.node_indexed(cur)?;
         match &*node {
-            Node::Leaf(_) => break node,
+            Node::Leaf(_) => break (node, index),
             Node::Internal { seps, children } => {
-                let i = child_index(shape, seps, key, id);
+                let i = child_index_in(shape, seps, index.as_deref(), key, id);
                 path.push((cur, i));
                 cur = children.get(i).copied().unwrap_or_default();
             }
@@ -152,17 +152,22 @@ pub fn seek<S: NodeStore>(
     };
     let items = leaf_items(&leaf);
     let cmp = |it: &Item| shape.order.full(&it.key, it.id, key, id);
-    let (idx, forward) = match how {
-        Seek::Ge => (items.partition_point(|it| cmp(it) == Ordering::Less), true),
-        Seek::Gt => (
-            items.partition_point(|it| cmp(it) != Ordering::Greater),
-            true,
-        ),
-        Seek::Le => (
-            items.partition_point(|it| cmp(it) != Ordering::Greater),
-            false,
-        ),
-        Seek::Lt => (items.partition_point(|it| cmp(it) == Ordering::Less), false),
+    let indexed = index.filter(|ix| shape.plain() && ix.len() == items.len());
+    let (idx, forward) = match (how, &indexed) {
+        (Seek::Ge | Seek::Lt, Some(ix)) => (ix.lower_bound(items, key), how == Seek::Ge),
+        (Seek::Gt | Seek::Le, Some(ix)) => (ix.upper_bound_items(items, key), how == Seek::Gt),
+        _ => match how {
+            Seek::Ge => (items.partition_point(|it| cmp(it) == Ordering::Less), true),
+            Seek::Gt => (
+                items.partition_point(|it| cmp(it) != Ordering::Greater),
+                true,
+            ),
+            Seek::Le => (
+                items.partition_point(|it| cmp(it) != Ordering::Greater),
+                false,
+            ),
+            Seek::Lt => (items.partition_point(|it| cmp(it) == Ordering::Less), false),
+        },
     };
     let n = items.len();
     let pos = Pos {

@@ -21,6 +21,7 @@
 
 mod cursor;
 mod delete;
+pub mod index;
 mod insert;
 pub mod node;
 
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use cursor::{Pos, Seek, first, last, seek, step_next, step_prev};
 pub use delete::remove;
+pub use index::SearchIndex;
 pub use insert::insert;
 pub use node::{Item, ItemId, KeyBuf, Node, Sep, ValueRef};
 
@@ -102,6 +104,10 @@ impl Order {
 pub trait NodeStore {
     /// Reads a node.
     fn node(&mut self, id: LogicalId) -> Result<Arc<Node>>;
+    /// Reads a node, with its search index when it is a committed (immutable) one.
+    fn node_indexed(&mut self, id: LogicalId) -> Result<(Arc<Node>, Option<Arc<SearchIndex>>)> {
+        Ok((self.node(id)?, None))
+    }
     /// A node to modify in place (copied on first write in a transaction).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
     /// Stores a new node, returning its new logical id.
@@ -132,21 +138,88 @@ impl Shape {
 /// A path from the root: (internal node, index of the child taken).
 pub type Path = Vec<(LogicalId, usize)>;
 
+impl Shape {
+    /// True when keys are unique and in byte order: ids play no part in searches, and a node's
+    /// [`SearchIndex`] can be used.
+    #[must_use]
+    #[inline]
+    pub fn plain(&self) -> bool {
+        self.order.custom.is_none() && self.order.unique
+    }
+}
+
+/// [`child_index`], through the node's search index when it has one.
+#[inline]
+pub(crate) fn child_index_in(
+    shape: &Shape,
+    seps: &[Sep],
+    index: Option<&SearchIndex>,
+    key: &[u8],
+    id: ItemId,
+) -> usize {
+    match index {
+        Some(ix) if shape.plain() && ix.len() == seps.len() => ix.upper_bound(seps, key),
+        _ => child_index(shape, seps, key, id),
+    }
+}
+
+/// [`lower_bound`], through the node's search index when it has one.
+#[inline]
+pub(crate) fn lower_bound_in(
+    shape: &Shape,
+    items: &[Item],
+    index: Option<&SearchIndex>,
+    key: &[u8],
+    id: ItemId,
+) -> usize {
+    match index {
+        Some(ix) if shape.plain() && ix.len() == items.len() => ix.lower_bound(items, key),
+        _ => lower_bound(shape, items, key, id),
+    }
+}
+
 /// Index of the child of an internal node to descend into for target `(key, id)`.
 fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
-    if shape.order.custom.is_none() && shape.order.unique {
-        // Unique byte order (the common case): ids play no part; compare the 8-byte prefixes
-        // first, with the probe's prefix computed once.
-        let kp = prefix(key);
-        return seps.partition_point(|s| {
-            let k: &[u8] = &s.key;
-            match prefix(k).cmp(&kp) {
-                Ordering::Equal => k <= key,
-                o => o == Ordering::Less,
-            }
-        });
+    if shape.plain() {
+        // Unique byte order (the common case): ids play no part; compare 16-byte prefixes,
+        // with the probe's computed once.
+        let kp = probe_prefix(key);
+        return seps.partition_point(|s| fast_cmp(&s.key, key, kp) != Ordering::Greater);
     }
     seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
+}
+
+/// The first 16 bytes of `k` as a big-endian number, zero-padded: for keys that differ in
+/// their first 16 bytes this orders them as memcmp does.
+#[inline]
+#[must_use]
+pub fn probe_prefix(k: &[u8]) -> u128 {
+    match k.first_chunk::<16>() {
+        Some(head) => u128::from_be_bytes(*head),
+        // Byte by byte: a variable-length copy would be a call into memcpy.
+        None => k
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, b)| w | u128::from(*b) << (120 - 8 * i)),
+    }
+}
+
+/// Byte order of a stored key against a probe whose [`probe_prefix`] is `pp`. Keys of at most
+/// 16 bytes are decided by the prefixes and lengths alone (equal zero-padded prefixes mean
+/// one key is the other plus zero bytes: the shorter one is smaller).
+#[inline]
+fn fast_cmp(k: &KeyBuf, probe: &[u8], pp: u128) -> Ordering {
+    match k.prefix16().cmp(&pp) {
+        Ordering::Equal => {
+            let kl = k.len();
+            if kl <= 16 && probe.len() <= 16 {
+                kl.cmp(&probe.len())
+            } else {
+                (**k).cmp(probe)
+            }
+        }
+        o => o,
+    }
 }
 
 /// Walks from `root` to the leaf that covers `(key, id)`, filling `path`.
@@ -161,11 +234,11 @@ pub fn descend<S: NodeStore>(
     path.clear();
     let mut cur = root;
     loop {
-        let node = store.node(cur)?;
+        let (node, index) = store.node_indexed(cur)?;
         match &*node {
             Node::Leaf(_) => return Ok((cur, node)),
             Node::Internal { seps, children } => {
-                let i = child_index(shape, seps, key, id);
+                let i = child_index_in(shape, seps, index.as_deref(), key, id);
                 path.push((cur, i));
                 cur = children.get(i).copied().unwrap_or_default();
             }
@@ -188,10 +261,10 @@ pub fn lookup<S: NodeStore>(
     }
     let mut cur = root;
     loop {
-        let node = store.node(cur)?;
+        let (node, index) = store.node_indexed(cur)?;
         match &*node {
             Node::Leaf(items) => {
-                let idx = lower_bound(shape, items, key, ItemId::MAX);
+                let idx = lower_bound_in(shape, items, index.as_deref(), key, ItemId::MAX);
                 return Ok(match items.get(idx) {
                     Some(it) if shape.order.keys(&it.key, key) == Ordering::Equal => {
                         Lookup::Found(node, idx)
@@ -202,7 +275,7 @@ pub fn lookup<S: NodeStore>(
                 });
             }
             Node::Internal { seps, children } => {
-                let i = child_index(shape, seps, key, ItemId::MAX);
+                let i = child_index_in(shape, seps, index.as_deref(), key, ItemId::MAX);
                 cur = children.get(i).copied().unwrap_or_default();
             }
         }
@@ -222,16 +295,10 @@ pub enum Lookup {
 
 /// Position of the first item `>= (key, id)` in a leaf.
 pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId) -> usize {
-    if shape.order.custom.is_none() && shape.order.unique {
+    if shape.plain() {
         // As in `child_index`.
-        let kp = prefix(key);
-        return items.partition_point(|it| {
-            let k: &[u8] = &it.key;
-            match prefix(k).cmp(&kp) {
-                Ordering::Equal => k < key,
-                o => o == Ordering::Less,
-            }
-        });
+        let kp = probe_prefix(key);
+        return items.partition_point(|it| fast_cmp(&it.key, key, kp) == Ordering::Less);
     }
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)
 }
@@ -251,6 +318,15 @@ mod order_tests {
             let mut c = a.clone();
             c.push(0);
             prop_assert_eq!(byte_order(&a, &c), a.cmp(&c));
+        }
+
+        #[test]
+        fn fast_cmp_is_memcmp(a in proptest::collection::vec(0u8..3, 0..40), b in proptest::collection::vec(0u8..3, 0..40)) {
+            let ka = super::KeyBuf::new(&a);
+            prop_assert_eq!(super::fast_cmp(&ka, &b, super::probe_prefix(&b)), a.cmp(&b));
+            let mut c = b.clone();
+            c.push(0);
+            prop_assert_eq!(super::fast_cmp(&ka, &c, super::probe_prefix(&c)), a.as_slice().cmp(&c));
         }
     }
 }

@@ -57,6 +57,33 @@ impl KeyBuf {
         }
     }
 
+    /// The first 16 bytes as a big-endian number, zero-padded (see [`super::probe_prefix`]):
+    /// inline keys are stored zero-padded, so this is two loads, no copy.
+    #[inline]
+    #[must_use]
+    pub fn prefix16(&self) -> u128 {
+        match self {
+            KeyBuf::Inline { data, .. } => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&data[..16]);
+                u128::from_be_bytes(b)
+            }
+            KeyBuf::Heap(b) => super::probe_prefix(b),
+        }
+    }
+
+    /// True when the key is `k` (short keys compared as two numbers, without memcmp).
+    #[inline]
+    #[must_use]
+    pub fn is(&self, k: &[u8]) -> bool {
+        match self {
+            KeyBuf::Inline { len, .. } if k.len() <= 16 => {
+                usize::from(*len) == k.len() && self.prefix16() == super::probe_prefix(k)
+            }
+            _ => **self == *k,
+        }
+    }
+
     /// The bytes as a vector.
     #[must_use]
     pub fn into_vec(self) -> Vec<u8> {

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use crate::btree::Node;
+use crate::btree::{Node, SearchIndex};
 use crate::registry::Location;
 
 #[derive(Clone)]
 struct Cached {
     node: Arc<Node>,
+    index: Arc<SearchIndex>,
     weight: u64,
 }
 
@@ -53,13 +54,13 @@ impl NodeCache {
         NodeCache { inner }
     }
 
-    /// The node at `loc`, if cached.
+    /// The node at `loc` and its search index, if cached.
     #[must_use]
-    pub fn get(&self, loc: Location) -> Option<Arc<Node>> {
+    pub fn get(&self, loc: Location) -> Option<(Arc<Node>, Arc<SearchIndex>)> {
         self.inner
             .as_ref()?
             .get(&(loc.seg, loc.off))
-            .map(|c| c.node)
+            .map(|c| (c.node, c.index))
     }
 
     /// Drops the node at `loc` (it was superseded).
@@ -69,11 +70,18 @@ impl NodeCache {
         }
     }
 
-    /// Caches `node` at `loc`.
-    pub fn insert(&self, loc: Location, node: Arc<Node>) {
+    /// Caches `node` (immutable from now on) at `loc`, with its search index.
+    pub fn insert(&self, loc: Location, node: Arc<Node>, index: Arc<SearchIndex>) {
         if let Some(c) = &self.inner {
-            let weight = node.weight();
-            c.insert((loc.seg, loc.off), Cached { node, weight });
+            let weight = node.weight() + index.weight();
+            c.insert(
+                (loc.seg, loc.off),
+                Cached {
+                    node,
+                    index,
+                    weight,
+                },
+            );
         }
     }
 }

@@ -169,7 +169,7 @@ impl Walk<'_> {
             return;
         }
         let node = match load_node(self.shared, self.state, self.meta.id, id) {
-            Ok((n, _)) => n,
+            Ok((n, _, _)) => n,
             Err(e) => {
                 self.problem(id, e.to_string());
                 return;

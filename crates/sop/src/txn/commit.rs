@@ -615,7 +615,8 @@ fn write_commit_with(
     trim_history(shared, ctx);
     for (im, (_, e)) in b.images.iter().zip(&rec.updates) {
         if let Some(n) = &im.node {
-            shared.cache.insert(e.loc, Arc::clone(n));
+            let index = Arc::new(crate::btree::SearchIndex::of(n));
+            shared.cache.insert(e.loc, Arc::clone(n), index);
         }
     }
     Ok(next)

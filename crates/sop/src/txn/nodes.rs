@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::access::Access;
-use crate::btree::{Node, NodeStore, Shape};
+use crate::btree::{self, Item, ItemId, Node, NodeStore, SearchIndex, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
@@ -72,13 +72,16 @@ impl TxnStore {
     }
 }
 
+/// A committed node as loaded: the node, its version and its search index.
+pub(crate) type Loaded = (Arc<Node>, u64, Arc<SearchIndex>);
+
 /// Loads and decodes the committed node `id` (through the L1 cache).
 pub(crate) fn load_node(
     shared: &Shared,
     snapshot: &DbState,
     store: StoreId,
     id: LogicalId,
-) -> Result<(Arc<Node>, u64)> {
+) -> Result<Loaded> {
     let entry = snapshot.registry.get(id).copied().ok_or_else(|| {
         Error::corruption(
             shared.files.dir(),
@@ -86,8 +89,8 @@ pub(crate) fn load_node(
             format!("node {id} of store {store} is referenced but not in the registry"),
         )
     })?;
-    if let Some(n) = shared.cache.get(entry.loc) {
-        return Ok((n, entry.version));
+    if let Some((n, index)) = shared.cache.get(entry.loc) {
+        return Ok((n, entry.version, index));
     }
     let rec = read_record(shared, snapshot, store, entry.loc, (id, entry.version))?;
     let path = || shared.files.path(entry.loc.seg);
@@ -116,9 +119,12 @@ pub(crate) fn load_node(
     }
     let node = Node::decode(body)
         .map_err(|e| Error::corruption(path(), entry.loc.off, format!("node: {e}")))?;
+    let index = Arc::new(SearchIndex::of(&node));
     let node = Arc::new(node);
-    shared.cache.insert(entry.loc, Arc::clone(&node));
-    Ok((node, entry.version))
+    shared
+        .cache
+        .insert(entry.loc, Arc::clone(&node), Arc::clone(&index));
+    Ok((node, entry.version, index))
 }
 
 /// The node store of one store inside a transaction.
@@ -138,27 +144,82 @@ pub(crate) struct TxnNodes<'a> {
 pub(crate) struct Seen {
     pub node: Arc<Node>,
     pub version: u64,
+    pub index: Arc<SearchIndex>,
 }
 
 /// Most nodes a read-only transaction keeps in its private cache.
 const READ_CACHE_NODES: usize = 4096;
 
 impl TxnNodes<'_> {
-    fn committed(&mut self, id: LogicalId) -> Result<(Arc<Node>, u64)> {
-        if let Some(s) = self.seen.get(&id) {
-            return Ok((Arc::clone(&s.node), s.version));
+    /// Puts the committed node `id` into `seen` (a reader's full private cache is emptied
+    /// first: it only bounds memory).
+    fn load_into_seen(&mut self, id: LogicalId) -> Result<()> {
+        let (node, version, index) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
+        if !self.track && self.seen.len() >= READ_CACHE_NODES {
+            self.seen.clear();
         }
-        let (n, v) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
+        self.seen.insert(
+            id,
+            Seen {
+                node,
+                version,
+                index,
+            },
+        );
+        Ok(())
+    }
+
+    /// Point lookup in a store of unique keys in byte order, without touching a reference
+    /// count: calls `f` with the item with `key`, or returns `None`. Committed nodes are
+    /// searched through their [`SearchIndex`].
+    pub(crate) fn get_plain<R>(
+        &mut self,
+        root: LogicalId,
+        key: &[u8],
+        f: impl FnOnce(&Item) -> R,
+    ) -> Result<Option<R>> {
+        debug_assert!(self.store.shape.plain());
+        let mut cur = root;
+        while cur != 0 {
+            let found = match self.store.dirty.get(&cur) {
+                Some(d) => Some((&*d.node, None)),
+                None => self.seen.get(&cur).map(|s| (&*s.node, Some(&*s.index))),
+            };
+            let Some((node, index)) = found else {
+                self.load_into_seen(cur)?;
+                continue;
+            };
+            let shape = &self.store.shape;
+            match node {
+                Node::Internal { seps, children } => {
+                    let i = btree::child_index_in(shape, seps, index, key, 0);
+                    cur = children.get(i).copied().unwrap_or_default();
+                }
+                Node::Leaf(items) => {
+                    let i = btree::lower_bound_in(shape, items, index, key, ItemId::MAX);
+                    return Ok(items.get(i).filter(|it| it.key.is(key)).map(f));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn committed(&mut self, id: LogicalId) -> Result<Loaded> {
+        if let Some(s) = self.seen.get(&id) {
+            return Ok((Arc::clone(&s.node), s.version, Arc::clone(&s.index)));
+        }
+        let (n, v, index) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
         if self.track || self.seen.len() < READ_CACHE_NODES {
             self.seen.insert(
                 id,
                 Seen {
                     node: Arc::clone(&n),
                     version: v,
+                    index: Arc::clone(&index),
                 },
             );
         }
-        Ok((n, v))
+        Ok((n, v, index))
     }
 }
 
@@ -170,9 +231,17 @@ impl NodeStore for TxnNodes<'_> {
         Ok(self.committed(id)?.0)
     }
 
+    fn node_indexed(&mut self, id: LogicalId) -> Result<(Arc<Node>, Option<Arc<SearchIndex>>)> {
+        if let Some(d) = self.store.dirty.get(&id) {
+            return Ok((Arc::clone(&d.node), None));
+        }
+        let (n, _, index) = self.committed(id)?;
+        Ok((n, Some(index)))
+    }
+
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         if !self.store.dirty.contains_key(&id) {
-            let (node, base) = self.committed(id)?;
+            let (node, base, _) = self.committed(id)?;
             self.store.originals.insert(id, Arc::clone(&node));
             self.store.dirty.insert(id, Dirty { node, base });
         }
@@ -202,7 +271,7 @@ impl NodeStore for TxnNodes<'_> {
         self.store.changes += 1;
         if !self.store.originals.contains_key(&id)
             && self.store.dirty.get(&id).is_none_or(|d| d.base != 0)
-            && let Ok((node, _)) = self.committed(id)
+            && let Ok((node, _, _)) = self.committed(id)
         {
             self.store.originals.insert(id, node);
         }

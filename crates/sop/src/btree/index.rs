@@ -1,0 +1,215 @@
+//! The search index of a committed node: its keys' common prefix and, per key, the next 8
+//! bytes as a number, in one contiguous array.
+//!
+//! A binary search over the items of a leaf touches one cache line per probe, spread over the
+//! whole node (items are ~80 bytes each); over the index it touches a few lines of a small
+//! array (8 bytes per key) that stays in the CPU caches for the hot part of a tree, and then
+//! only the item it lands on. Built once per immutable node (when it is decoded or committed)
+//! and shared by every transaction that reads the node; nodes a transaction changes have none.
+//!
+//! Invariants: `words[i]` is the big-endian, zero-padded number of bytes
+//! `common.len()..common.len() + 8` of key `i`; every key starts with `common`; keys are in
+//! byte order, so `words` is non-decreasing. Equal words do not mean equal keys (the keys may
+//! differ further on, or in trailing zero bytes): ties are settled on the keys themselves.
+//! The index orders keys as bytes; stores with a custom comparator or duplicate keys do not
+//! use it.
+
+use std::cmp::Ordering;
+
+use super::node::{Item, Node, Sep};
+use super::probe_prefix;
+
+/// The search index of one node (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct SearchIndex {
+    common: Box<[u8]>,
+    /// The first 16 bytes of `common`, as [`probe_prefix`] computes them.
+    common16: u128,
+    words: Box<[u64]>,
+}
+
+/// Bytes `from..from + 8` of `k` as a big-endian number, zero-padded.
+#[inline]
+fn word(k: &[u8], from: usize) -> u64 {
+    let rest = k.get(from..).unwrap_or_default();
+    match rest.first_chunk::<8>() {
+        Some(w) => u64::from_be_bytes(*w),
+        // Byte by byte: a variable-length copy would be a call into memcpy.
+        None => rest
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, b)| w | u64::from(*b) << (56 - 8 * i)),
+    }
+}
+
+/// Where a search lands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// First key `>=` the probe.
+    Lower,
+    /// First key `>` the probe.
+    Upper,
+}
+
+impl SearchIndex {
+    /// The index of a node's keys (item keys of a leaf, separators of an internal node).
+    #[must_use]
+    pub fn of(node: &Node) -> SearchIndex {
+        match node {
+            Node::Leaf(items) => Self::build(items.len(), |i| &items[i].key),
+            Node::Internal { seps, .. } => Self::build(seps.len(), |i| &seps[i].key),
+        }
+    }
+
+    fn build<'a>(n: usize, key: impl Fn(usize) -> &'a [u8]) -> SearchIndex {
+        if n == 0 {
+            return SearchIndex::default();
+        }
+        // Keys are sorted: the common prefix of all is that of the first and the last.
+        let (first, last) = (key(0), key(n - 1));
+        let c = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        let words = (0..n).map(|i| word(key(i), c)).collect();
+        SearchIndex {
+            common: first[..c].into(),
+            common16: probe_prefix(&first[..c]),
+            words,
+        }
+    }
+
+    /// Approximate bytes held (for the cache's weigher).
+    #[must_use]
+    pub fn weight(&self) -> u64 {
+        (self.common.len() + self.words.len() * 8 + 32) as u64
+    }
+
+    /// Number of keys indexed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// True when the node has no keys.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Position of the first item `>= probe` in `items` (the leaf this index was built from).
+    #[must_use]
+    pub fn lower_bound(&self, items: &[Item], probe: &[u8]) -> usize {
+        self.search(probe, Bound::Lower, |i| {
+            items.get(i).map_or(&[][..], |it| &it.key)
+        })
+    }
+
+    /// Position of the first item `> probe` in `items` (the leaf this index was built from).
+    #[must_use]
+    pub fn upper_bound_items(&self, items: &[Item], probe: &[u8]) -> usize {
+        self.search(probe, Bound::Upper, |i| {
+            items.get(i).map_or(&[][..], |it| &it.key)
+        })
+    }
+
+    /// Position of the first separator `> probe` in `seps` (the child to descend into).
+    #[must_use]
+    pub fn upper_bound(&self, seps: &[Sep], probe: &[u8]) -> usize {
+        self.search(probe, Bound::Upper, |i| {
+            seps.get(i).map_or(&[][..], |s| &s.key)
+        })
+    }
+
+    fn search<'a>(&self, probe: &[u8], bound: Bound, key: impl Fn(usize) -> &'a [u8]) -> usize {
+        let n = self.words.len();
+        let c = self.common.len();
+        let m = probe.len().min(c);
+        let head = if m <= 16 {
+            // Both prefixes are zero-padded: keep their first `m` bytes and compare.
+            let mask = u128::MAX.checked_shl(8 * (16 - m) as u32).unwrap_or(0);
+            (probe_prefix(probe) & mask).cmp(&(self.common16 & mask))
+        } else {
+            probe[..m].cmp(&self.common[..m])
+        };
+        match head {
+            Ordering::Less => return 0,
+            Ordering::Greater => return n,
+            // A proper prefix of `common` is below every key.
+            Ordering::Equal if probe.len() < c => return 0,
+            Ordering::Equal => {}
+        }
+        let pw = word(probe, c);
+        let lo = self.words.partition_point(|&w| w < pw);
+        let ties = self.words[lo..].partition_point(|&w| w == pw);
+        if ties == 0 {
+            return lo;
+        }
+        // Keys with the probe's word: compare what follows the common prefix.
+        let tail = &probe[c..];
+        let below = |i: usize| {
+            let k = key(i);
+            let o = k.get(c..).unwrap_or_default().cmp(tail);
+            match bound {
+                Bound::Lower => o == Ordering::Less,
+                Bound::Upper => o != Ordering::Greater,
+            }
+        };
+        let (mut a, mut b) = (lo, lo + ties);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if below(mid) {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::btree::{KeyBuf, ValueRef};
+    use proptest::prelude::*;
+
+    fn leaf(keys: &[Vec<u8>]) -> Vec<Item> {
+        keys.iter()
+            .map(|k| Item {
+                key: KeyBuf::new(k),
+                id: 0,
+                value: ValueRef::Inline(Arc::from(&b""[..])),
+            })
+            .collect()
+    }
+
+    proptest! {
+        // Small alphabets with zero bytes and shared prefixes: ties and padding are common.
+        #[test]
+        fn searches_agree_with_the_slice(
+            mut keys in proptest::collection::vec(proptest::collection::vec(0u8..3, 0..20), 0..40),
+            prefix in proptest::collection::vec(0u8..3, 0..12),
+            probes in proptest::collection::vec(proptest::collection::vec(0u8..3, 0..24), 1..20),
+        ) {
+            for k in &mut keys {
+                let mut p = prefix.clone();
+                p.append(k);
+                *k = p;
+            }
+            keys.sort();
+            keys.dedup();
+            let items = leaf(&keys);
+            let seps: Vec<Sep> = keys.iter().map(|k| Sep { key: KeyBuf::new(k), id: 0 }).collect();
+            let li = SearchIndex::of(&Node::Leaf(items.clone()));
+            let si = SearchIndex::of(&Node::Internal { seps: seps.clone(), children: vec![0; seps.len() + 1] });
+            let mut all = probes.clone();
+            all.extend(keys.iter().cloned());
+            all.push(prefix.clone());
+            for p in &all {
+                prop_assert_eq!(li.lower_bound(&items, p), keys.partition_point(|k| k < p));
+                prop_assert_eq!(li.upper_bound_items(&items, p), keys.partition_point(|k| k <= p));
+                prop_assert_eq!(si.upper_bound(&seps, p), keys.partition_point(|k| k <= p));
+            }
+        }
+    }
+}
