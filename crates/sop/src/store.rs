@@ -17,7 +17,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
-use crate::btree::{self, Item, ItemId, Node, Pos, Seek, ValueRef};
+use crate::btree::{self, InlineValue, Item, ItemId, Node, Pos, Seek, ValueRef};
 use crate::error::{Error, Result};
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::{TransactionMode, ValuePlacement};
@@ -276,7 +276,7 @@ impl Ctx<'_> {
     /// Makes a value reference for a new value per the store's placement.
     fn new_value(&mut self, value: &[u8]) -> Result<ValueRef> {
         match self.nodes.store.meta.options.value_placement {
-            ValuePlacement::InNode => Ok(ValueRef::Inline(Arc::from(value))),
+            ValuePlacement::InNode => Ok(ValueRef::Inline(InlineValue::new(value))),
             ValuePlacement::SeparateBlob => Ok(ValueRef::Pending(Arc::new(value.to_vec()))),
             // Clustered mode writes values with the commit: a value written ahead would sit
             // unreferenced in a segment other processes may reclaim.
@@ -541,14 +541,17 @@ impl Ctx<'_> {
     fn remove_key(&mut self, key: &[u8]) -> Result<bool> {
         self.read_point(key);
         self.set_cursor(None);
-        let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
-        let order = &self.nodes.store.shape.order;
-        let id = match pos.as_ref().and_then(Pos::item) {
-            Some(i) if order.keys(&i.key, key) == Ordering::Equal => i.id,
-            _ => return Ok(false),
+        let id = if self.nodes.store.shape.order.unique {
+            // Ids are not compared in unique stores: the removal finds the item itself.
+            ItemId::MAX
+        } else {
+            let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
+            let order = &self.nodes.store.shape.order;
+            match pos.as_ref().and_then(Pos::item) {
+                Some(i) if order.keys(&i.key, key) == Ordering::Equal => i.id,
+                _ => return Ok(false),
+            }
         };
-        drop(pos);
-        self.set_cursor(None);
         let shape = self.shape();
         let mut root = self.root();
         let removed = btree::remove(&mut self.nodes, &shape, &mut root, key, id)?;

@@ -6,9 +6,7 @@
 //! replaced). A root internal node left with one child is replaced by that child; an empty root
 //! leaf leaves the tree empty (root 0).
 
-use std::cmp::Ordering;
-
-use super::{Item, Node, NodeStore, Path, Sep, Shape, descend, lower_bound};
+use super::{Item, Node, NodeStore, Path, Sep, Shape, descend};
 use crate::error::Result;
 use crate::registry::LogicalId;
 
@@ -25,19 +23,20 @@ pub fn remove<S: NodeStore>(
         return Ok(None);
     }
     let mut path = Path::new();
-    let (leaf_id, leaf) = descend(store, shape, *root, key, id, &mut path)?;
-    let Node::Leaf(items) = &*leaf else {
+    let (leaf_id, pos, same_key) = descend(store, shape, *root, key, id, &mut path)?;
+    if !same_key {
         return Ok(None);
-    };
-    let pos = lower_bound(shape, items, key, id);
-    match items.get(pos) {
-        Some(it) if shape.order.full(&it.key, it.id, key, id) == Ordering::Equal => {}
-        _ => return Ok(None),
     }
-    drop(leaf);
     let removed = match store.node_mut(leaf_id)? {
-        Node::Leaf(items) => items.remove(pos),
-        Node::Internal { .. } => return Ok(None),
+        // `pos` is the first item >= (key, id): with duplicates, it must be that very item.
+        Node::Leaf(items)
+            if items
+                .get(pos)
+                .is_some_and(|it| shape.order.unique || it.id == id) =>
+        {
+            items.remove(pos)
+        }
+        _ => return Ok(None),
     };
     rebalance(store, shape, root, path, leaf_id)?;
     Ok(Some(removed))

@@ -31,15 +31,7 @@ pub struct SearchIndex {
 /// Bytes `from..from + 8` of `k` as a big-endian number, zero-padded.
 #[inline]
 fn word(k: &[u8], from: usize) -> u64 {
-    let rest = k.get(from..).unwrap_or_default();
-    match rest.first_chunk::<8>() {
-        Some(w) => u64::from_be_bytes(*w),
-        // Byte by byte: a variable-length copy would be a call into memcpy.
-        None => rest
-            .iter()
-            .enumerate()
-            .fold(0, |w, (i, b)| w | u64::from(*b) << (56 - 8 * i)),
-    }
+    super::word8(k.get(from..).unwrap_or_default())
 }
 
 /// Where a search lands.
@@ -178,7 +170,7 @@ mod tests {
             .map(|k| Item {
                 key: KeyBuf::new(k),
                 id: 0,
-                value: ValueRef::Inline(Arc::from(&b""[..])),
+                value: ValueRef::Inline(crate::btree::InlineValue::new(b"")),
             })
             .collect()
     }

@@ -6,9 +6,7 @@
 //! moves items to an adjacent sibling with room (updating one separator), and splits only when
 //! both siblings are full.
 
-use std::cmp::Ordering;
-
-use super::{Item, Node, NodeStore, Path, Sep, Shape, descend, lower_bound};
+use super::{Item, Node, NodeStore, Path, Sep, Shape, descend};
 use crate::error::{Error, Result};
 use crate::registry::LogicalId;
 
@@ -25,23 +23,15 @@ pub fn insert<S: NodeStore>(
         return Ok(true);
     }
     let mut path = Path::new();
-    let (leaf_id, leaf) = descend(store, shape, *root, &item.key, item.id, &mut path)?;
-    let Node::Leaf(items) = &*leaf else {
-        return Err(Error::InvalidArgument(
-            "descent ended on an internal node".into(),
-        ));
-    };
-    let pos = lower_bound(shape, items, &item.key, item.id);
-    if shape.order.unique
-        && let Some(existing) = items.get(pos)
-        && shape.order.keys(&existing.key, &item.key) == Ordering::Equal
-    {
+    let (leaf_id, pos, same_key) = descend(store, shape, *root, &item.key, item.id, &mut path)?;
+    if shape.order.unique && same_key {
         return Ok(false);
     }
-    drop(leaf);
     let len = {
         let Node::Leaf(items) = store.node_mut(leaf_id)? else {
-            return Ok(false);
+            return Err(Error::InvalidArgument(
+                "descent ended on an internal node".into(),
+            ));
         };
         items.insert(pos, item);
         items.len()

@@ -32,7 +32,7 @@ pub use cursor::{Pos, Seek, first, last, seek, step_next, step_prev};
 pub use delete::remove;
 pub use index::SearchIndex;
 pub use insert::insert;
-pub use node::{Item, ItemId, KeyBuf, Node, Sep, ValueRef};
+pub use node::{InlineValue, Item, ItemId, KeyBuf, Node, Sep, ValueRef};
 
 use crate::error::Result;
 use crate::registry::LogicalId;
@@ -108,6 +108,16 @@ pub trait NodeStore {
     fn node_indexed(&mut self, id: LogicalId) -> Result<(Arc<Node>, Option<Arc<SearchIndex>>)> {
         Ok((self.node(id)?, None))
     }
+    /// Calls `f` with a node and its search index (as [`NodeStore::node_indexed`]), without
+    /// handing out a reference count where the store can avoid it.
+    fn visit<R>(
+        &mut self,
+        id: LogicalId,
+        f: impl FnOnce(&Node, Option<&SearchIndex>) -> R,
+    ) -> Result<R> {
+        let (node, index) = self.node_indexed(id)?;
+        Ok(f(&node, index.as_deref()))
+    }
     /// A node to modify in place (copied on first write in a transaction).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
     /// Stores a new node, returning its new logical id.
@@ -135,8 +145,9 @@ impl Shape {
     }
 }
 
-/// A path from the root: (internal node, index of the child taken).
-pub type Path = Vec<(LogicalId, usize)>;
+/// A path from the root: (internal node, index of the child taken). Inline up to a depth of 8
+/// (a tree of 64-slot nodes that deep holds ~2^48 items): walking allocates nothing.
+pub type Path = smallvec::SmallVec<[(LogicalId, usize); 8]>;
 
 impl Shape {
     /// True when keys are unique and in byte order: ids play no part in searches, and a node's
@@ -184,9 +195,27 @@ fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
         // Unique byte order (the common case): ids play no part; compare 16-byte prefixes,
         // with the probe's computed once.
         let kp = probe_prefix(key);
-        return seps.partition_point(|s| fast_cmp(&s.key, key, kp) != Ordering::Greater);
+        return first_not(seps.len(), |i| {
+            fast_cmp(&seps[i].key, key, kp) != Ordering::Greater
+        });
     }
     seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
+}
+
+/// The first index in `0..n` where `below` is false (`below` is true, then false): a binary
+/// search inlined into its caller, comparisons included.
+#[inline(always)]
+fn first_not(n: usize, mut below: impl FnMut(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The first 16 bytes of `k` as a big-endian number, zero-padded: for keys that differ in
@@ -194,20 +223,34 @@ fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
 #[inline]
 #[must_use]
 pub fn probe_prefix(k: &[u8]) -> u128 {
-    match k.first_chunk::<16>() {
-        Some(head) => u128::from_be_bytes(*head),
-        // Byte by byte: a variable-length copy would be a call into memcpy.
-        None => k
-            .iter()
-            .enumerate()
-            .fold(0, |w, (i, b)| w | u128::from(*b) << (120 - 8 * i)),
+    u128::from(word8(k)) << 64 | u128::from(word8(k.get(8..).unwrap_or_default()))
+}
+
+/// The first 8 bytes of `k` as a big-endian number, zero-padded, from at most two
+/// overlapping loads (no byte loop, no call into memcpy).
+#[inline]
+pub(crate) fn word8(k: &[u8]) -> u64 {
+    let n = k.len();
+    if let Some(w) = k.first_chunk::<8>() {
+        return u64::from_be_bytes(*w);
     }
+    if n >= 4 {
+        // Bytes 0..4 and n-4..n (they overlap when n < 8; the shared bytes are equal).
+        let a = u64::from(u32::from_be_bytes([k[0], k[1], k[2], k[3]]));
+        let b = u64::from(u32::from_be_bytes([k[n - 4], k[n - 3], k[n - 2], k[n - 1]]));
+        return a << 32 | b << (64 - 8 * n);
+    }
+    let mut w = 0u64;
+    for (i, b) in k.iter().enumerate() {
+        w |= u64::from(*b) << (56 - 8 * i);
+    }
+    w
 }
 
 /// Byte order of a stored key against a probe whose [`probe_prefix`] is `pp`. Keys of at most
 /// 16 bytes are decided by the prefixes and lengths alone (equal zero-padded prefixes mean
 /// one key is the other plus zero bytes: the shorter one is smaller).
-#[inline]
+#[inline(always)]
 fn fast_cmp(k: &KeyBuf, probe: &[u8], pp: u128) -> Ordering {
     match k.prefix16().cmp(&pp) {
         Ordering::Equal => {
@@ -222,7 +265,9 @@ fn fast_cmp(k: &KeyBuf, probe: &[u8], pp: u128) -> Ordering {
     }
 }
 
-/// Walks from `root` to the leaf that covers `(key, id)`, filling `path`.
+/// Walks from `root` to the leaf that covers `(key, id)`, filling `path`; returns the leaf's
+/// id and the position of the first item `>= (key, id)` in it, and whether that item has
+/// `key` (in the store's key order).
 pub fn descend<S: NodeStore>(
     store: &mut S,
     shape: &Shape,
@@ -230,18 +275,29 @@ pub fn descend<S: NodeStore>(
     key: &[u8],
     id: ItemId,
     path: &mut Path,
-) -> Result<(LogicalId, Arc<Node>)> {
+) -> Result<(LogicalId, usize, bool)> {
     path.clear();
     let mut cur = root;
     loop {
-        let (node, index) = store.node_indexed(cur)?;
-        match &*node {
-            Node::Leaf(_) => return Ok((cur, node)),
-            Node::Internal { seps, children } => {
-                let i = child_index_in(shape, seps, index.as_deref(), key, id);
-                path.push((cur, i));
-                cur = children.get(i).copied().unwrap_or_default();
+        let step = store.visit(cur, |node, index| match node {
+            Node::Leaf(items) => {
+                let pos = lower_bound_in(shape, items, index, key, id);
+                let same = items
+                    .get(pos)
+                    .is_some_and(|it| shape.order.keys(&it.key, key) == Ordering::Equal);
+                Err((pos, same))
             }
+            Node::Internal { seps, children } => {
+                let i = child_index_in(shape, seps, index, key, id);
+                Ok((i, children.get(i).copied().unwrap_or_default()))
+            }
+        })?;
+        match step {
+            Ok((i, child)) => {
+                path.push((cur, i));
+                cur = child;
+            }
+            Err((pos, same)) => return Ok((cur, pos, same)),
         }
     }
 }
@@ -298,7 +354,9 @@ pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId)
     if shape.plain() {
         // As in `child_index`.
         let kp = probe_prefix(key);
-        return items.partition_point(|it| fast_cmp(&it.key, key, kp) == Ordering::Less);
+        return first_not(items.len(), |i| {
+            fast_cmp(&items[i].key, key, kp) == Ordering::Less
+        });
     }
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)
 }
@@ -318,6 +376,14 @@ mod order_tests {
             let mut c = a.clone();
             c.push(0);
             prop_assert_eq!(byte_order(&a, &c), a.cmp(&c));
+        }
+
+        #[test]
+        fn probe_prefix_is_zero_padded_big_endian(a in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let mut buf = [0u8; 16];
+            let n = a.len().min(16);
+            buf[..n].copy_from_slice(&a[..n]);
+            prop_assert_eq!(super::probe_prefix(&a), u128::from_be_bytes(buf));
         }
 
         #[test]

@@ -135,11 +135,77 @@ impl From<Vec<u8>> for KeyBuf {
     }
 }
 
+/// Bytes of a value kept inside the item itself.
+const SMALL_VALUE: usize = 22;
+
+/// The bytes of a value kept in its node: small values inside the item (no allocation, no
+/// pointer to chase), larger ones shared (copying a node on write copies no value bytes).
+#[derive(Clone)]
+pub enum InlineValue {
+    /// Up to 22 bytes.
+    Small {
+        /// Length.
+        len: u8,
+        /// Bytes (the first `len` are the value).
+        data: [u8; SMALL_VALUE],
+    },
+    /// Larger values.
+    Shared(Arc<[u8]>),
+}
+
+impl InlineValue {
+    /// A copy of `b`.
+    #[must_use]
+    pub fn new(b: &[u8]) -> Self {
+        if b.len() <= SMALL_VALUE {
+            let mut data = [0u8; SMALL_VALUE];
+            data[..b.len()].copy_from_slice(b);
+            InlineValue::Small {
+                len: b.len() as u8,
+                data,
+            }
+        } else {
+            InlineValue::Shared(Arc::from(b))
+        }
+    }
+}
+
+impl std::ops::Deref for InlineValue {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            InlineValue::Small { len, data } => &data[..usize::from(*len)],
+            InlineValue::Shared(b) => b,
+        }
+    }
+}
+
+impl PartialEq for InlineValue {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for InlineValue {}
+
+impl std::fmt::Debug for InlineValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl From<&[u8]> for InlineValue {
+    fn from(b: &[u8]) -> Self {
+        InlineValue::new(b)
+    }
+}
+
 /// Where an item's value is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueRef {
-    /// The bytes, inside the node (shared, so copying a node on write copies no value bytes).
-    Inline(Arc<[u8]>),
+    /// The bytes, inside the node.
+    Inline(InlineValue),
     /// A committed (or already persisted) blob.
     Blob {
         /// Logical id of the blob.
@@ -161,6 +227,9 @@ pub struct Item {
     /// The value.
     pub value: ValueRef,
 }
+
+// Items are moved around in leaves on every insert and removal: keep them at one cache line.
+const _: () = assert!(std::mem::size_of::<Item>() == 64);
 
 /// A separator of an internal node: a (key, id) bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +346,7 @@ impl Node {
                     let key = r.bytes("item key")?.into();
                     let id = r.u128("item id")?;
                     let value = match r.u8("value tag")? {
-                        0 => ValueRef::Inline(Arc::from(r.bytes("inline value")?)),
+                        0 => ValueRef::Inline(InlineValue::new(r.bytes("inline value")?)),
                         1 => ValueRef::Blob {
                             id: r.u64("blob id")?,
                             len: r.varint("blob length")?,
@@ -335,7 +404,7 @@ mod tests {
             Item {
                 key: b"a".to_vec().into(),
                 id: 7,
-                value: ValueRef::Inline(Arc::from(&b"xyz"[..])),
+                value: ValueRef::Inline(InlineValue::new(b"xyz")),
             },
             Item {
                 key: b"b".to_vec().into(),

@@ -130,7 +130,7 @@ proptest! {
                     let key = vec![k];
                     next_id += 1;
                     let exists = model.iter().any(|(mk, _)| *mk == key);
-                    let added = insert(&mut store, &shape, &mut root, Item { key: key.clone().into(), id: next_id, value: ValueRef::Inline(Arc::from(&[k][..])) }).unwrap();
+                    let added = insert(&mut store, &shape, &mut root, Item { key: key.clone().into(), id: next_id, value: ValueRef::Inline(crate::btree::InlineValue::new(&[k])) }).unwrap();
                     prop_assert_eq!(added, !(unique && exists));
                     if added {
                         model.insert((key, std::cmp::Reverse(if unique { 0 } else { next_id })));

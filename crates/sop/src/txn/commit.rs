@@ -238,7 +238,7 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
             let (_, body) = record::parse_image(rec.payload()).map_err(|err| {
                 Error::corruption(shared.files.path(e.loc.seg), e.loc.off, err.to_string())
             })?;
-            Ok(ValueRef::Inline(Arc::from(body)))
+            Ok(ValueRef::Inline(crate::btree::InlineValue::new(body)))
         }
         other => Ok(other.clone()),
     })?;

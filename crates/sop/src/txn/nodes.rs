@@ -239,6 +239,26 @@ impl NodeStore for TxnNodes<'_> {
         Ok((n, Some(index)))
     }
 
+    fn visit<R>(
+        &mut self,
+        id: LogicalId,
+        f: impl FnOnce(&Node, Option<&SearchIndex>) -> R,
+    ) -> Result<R> {
+        if let Some(d) = self.store.dirty.get(&id) {
+            return Ok(f(&d.node, None));
+        }
+        if let Some(s) = self.seen.get(&id) {
+            return Ok(f(&s.node, Some(&s.index)));
+        }
+        self.load_into_seen(id)?;
+        match self.seen.get(&id) {
+            Some(s) => Ok(f(&s.node, Some(&s.index))),
+            None => Err(Error::InvalidArgument(format!(
+                "node {id} vanished from the read set"
+            ))),
+        }
+    }
+
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         if !self.store.dirty.contains_key(&id) {
             let (node, base, _) = self.committed(id)?;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::access::Access;
 use super::nodes::{TxnNodes, TxnStore, load_node};
-use crate::btree::{self, Item, ItemId, KeyBuf, Node, NodeStore, Seek, ValueRef};
+use crate::btree::{self, InlineValue, Item, ItemId, KeyBuf, Node, NodeStore, Seek, ValueRef};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::db::Shared;
 use crate::error::{Error, Result};
@@ -353,7 +353,7 @@ impl Prepared {
                         0 => {
                             let v = r.bytes("value")?.to_vec();
                             match options.value_placement {
-                                ValuePlacement::InNode => ValueRef::Inline(Arc::from(v)),
+                                ValuePlacement::InNode => ValueRef::Inline(InlineValue::new(&v)),
                                 _ => ValueRef::Pending(Arc::new(v)),
                             }
                         }
