@@ -361,14 +361,15 @@ pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx, sync: bool) -> Resu
                 stores: rec
                     .writes
                     .iter()
-                    .map(|w| StoreWrites {
-                        store: w.store,
-                        keys: w
-                            .keys
-                            .iter()
-                            .map(|k| crate::btree::KeyBuf::new(k))
-                            .collect(),
-                        count_changed: w.count_changed,
+                    .map(|w| {
+                        StoreWrites::sorted(
+                            w.store,
+                            w.keys
+                                .iter()
+                                .map(|k| crate::btree::KeyBuf::new(k))
+                                .collect(),
+                            w.count_changed,
+                        )
                     })
                     .collect(),
             });

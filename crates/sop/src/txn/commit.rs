@@ -19,13 +19,13 @@
 //! tree. Committed `ForWriting` transactions are thus serializable in commit order.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use super::access::sorted_keys;
 use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
-use crate::btree::{KeyBuf, Node, ValueRef};
+use crate::btree::{KeyBuf, Node, Order, ValueRef};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
@@ -46,9 +46,47 @@ pub(crate) struct HistEntry {
 #[derive(Debug)]
 pub(crate) struct StoreWrites {
     pub store: StoreId,
-    /// Sorted in the store's order.
-    pub keys: Vec<KeyBuf>,
+    /// The keys, in the store's order unless `order` is set.
+    keys: Vec<KeyBuf>,
+    /// Set when `keys` are not sorted yet: they are sorted (into `sorted`) only when a
+    /// concurrent transaction validates against them, which most commits never see.
+    order: Option<Order>,
+    sorted: OnceLock<Vec<KeyBuf>>,
     pub count_changed: bool,
+}
+
+impl StoreWrites {
+    /// Keys already sorted in the store's order.
+    pub fn sorted(store: StoreId, keys: Vec<KeyBuf>, count_changed: bool) -> Self {
+        StoreWrites {
+            store,
+            keys,
+            order: None,
+            sorted: OnceLock::new(),
+            count_changed,
+        }
+    }
+
+    /// Keys in any order (sorted in `order` on first use).
+    pub fn unsorted(store: StoreId, keys: Vec<KeyBuf>, order: Order, count_changed: bool) -> Self {
+        StoreWrites {
+            store,
+            keys,
+            order: Some(order),
+            sorted: OnceLock::new(),
+            count_changed,
+        }
+    }
+
+    /// The keys, sorted in the store's order, without duplicates.
+    pub fn keys(&self) -> &[KeyBuf] {
+        match &self.order {
+            None => &self.keys,
+            Some(o) => self
+                .sorted
+                .get_or_init(|| sorted_keys(o, self.keys.clone())),
+        }
+    }
 }
 
 /// Commit history for validation.
@@ -336,7 +374,7 @@ fn validate(
                     ts.meta.name
                 )));
             }
-            if let Some(k) = ts.access.conflict(&ts.shape.order, &w.keys) {
+            if let Some(k) = ts.access.conflict(&ts.shape.order, w.keys()) {
                 return Err(conflict(format!(
                     "item {:?} of store {} was changed by a concurrent transaction (commit {})",
                     String::from_utf8_lossy(k),
@@ -499,11 +537,12 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 }
             }
         }
-        let keys = sorted_keys(&ts.shape.order, std::mem::take(&mut ts.access.written));
-        b.writes.push(StoreWrites {
-            store: sid,
-            keys,
-            count_changed,
+        let keys = std::mem::take(&mut ts.access.written);
+        b.writes.push(if shared.cluster.is_some() {
+            // The commit record carries them, sorted.
+            StoreWrites::sorted(sid, sorted_keys(&ts.shape.order, keys), count_changed)
+        } else {
+            StoreWrites::unsorted(sid, keys, ts.shape.order.clone(), count_changed)
         });
     }
     Ok(b)
@@ -544,7 +583,7 @@ fn write_commit_with(
             .iter()
             .map(|w| WrittenKeys {
                 store: w.store,
-                keys: w.keys.iter().map(|k| k.to_vec()).collect(),
+                keys: w.keys().iter().map(|k| k.to_vec()).collect(),
                 count_changed: w.count_changed,
             })
             .collect()

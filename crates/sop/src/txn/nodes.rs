@@ -22,6 +22,9 @@ pub(crate) struct Dirty {
     pub node: Arc<Node>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
+    /// Search index of an internal node, built when it is searched and dropped when it is
+    /// changed (separators change rarely; leaves change on every write and get none).
+    pub index: Option<SearchIndex>,
 }
 
 /// Where an actively persisted blob of this transaction was written.
@@ -244,8 +247,11 @@ impl NodeStore for TxnNodes<'_> {
         id: LogicalId,
         f: impl FnOnce(&Node, Option<&SearchIndex>) -> R,
     ) -> Result<R> {
-        if let Some(d) = self.store.dirty.get(&id) {
-            return Ok(f(&d.node, None));
+        if let Some(d) = self.store.dirty.get_mut(&id) {
+            if d.index.is_none() && matches!(*d.node, Node::Internal { .. }) {
+                d.index = Some(SearchIndex::of(&d.node));
+            }
+            return Ok(f(&d.node, d.index.as_ref()));
         }
         if let Some(s) = self.seen.get(&id) {
             return Ok(f(&s.node, Some(&s.index)));
@@ -263,11 +269,21 @@ impl NodeStore for TxnNodes<'_> {
         if !self.store.dirty.contains_key(&id) {
             let (node, base, _) = self.committed(id)?;
             self.store.originals.insert(id, Arc::clone(&node));
-            self.store.dirty.insert(id, Dirty { node, base });
+            self.store.dirty.insert(
+                id,
+                Dirty {
+                    node,
+                    base,
+                    index: None,
+                },
+            );
         }
         self.store.changes += 1;
         match self.store.dirty.get_mut(&id) {
-            Some(d) => Ok(Arc::make_mut(&mut d.node)),
+            Some(d) => {
+                d.index = None;
+                Ok(Arc::make_mut(&mut d.node))
+            }
             None => Err(Error::InvalidArgument(format!(
                 "node {id} vanished from the write set"
             ))),
@@ -281,6 +297,7 @@ impl NodeStore for TxnNodes<'_> {
             Dirty {
                 node: Arc::new(node),
                 base: 0,
+                index: None,
             },
         );
         self.store.changes += 1;
