@@ -159,8 +159,6 @@ impl SearchIndex {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::btree::{KeyBuf, ValueRef};
     use proptest::prelude::*;

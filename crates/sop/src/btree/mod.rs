@@ -232,12 +232,13 @@ pub fn probe_prefix(k: &[u8]) -> u128 {
 pub(crate) fn word8(k: &[u8]) -> u64 {
     let n = k.len();
     if let Some(w) = k.first_chunk::<8>() {
-        return u64::from_be_bytes(*w);
+        return u64::from_le_bytes(*w).swap_bytes();
     }
     if n >= 4 {
         // Bytes 0..4 and n-4..n (they overlap when n < 8; the shared bytes are equal).
-        let a = u64::from(u32::from_be_bytes([k[0], k[1], k[2], k[3]]));
-        let b = u64::from(u32::from_be_bytes([k[n - 4], k[n - 3], k[n - 2], k[n - 1]]));
+        let a = u64::from(u32::from_le_bytes([k[0], k[1], k[2], k[3]]).swap_bytes());
+        let b =
+            u64::from(u32::from_le_bytes([k[n - 4], k[n - 3], k[n - 2], k[n - 1]]).swap_bytes());
         return a << 32 | b << (64 - 8 * n);
     }
     let mut w = 0u64;
@@ -383,7 +384,7 @@ mod order_tests {
             let mut buf = [0u8; 16];
             let n = a.len().min(16);
             buf[..n].copy_from_slice(&a[..n]);
-            prop_assert_eq!(super::probe_prefix(&a), u128::from_be_bytes(buf));
+            prop_assert_eq!(super::probe_prefix(&a), u128::from_le_bytes(buf).swap_bytes());
         }
 
         #[test]

@@ -66,7 +66,7 @@ impl KeyBuf {
             KeyBuf::Inline { data, .. } => {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(&data[..16]);
-                u128::from_be_bytes(b)
+                u128::from_le_bytes(b).swap_bytes()
             }
             KeyBuf::Heap(b) => super::probe_prefix(b),
         }
