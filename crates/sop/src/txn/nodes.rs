@@ -182,26 +182,26 @@ impl TxnNodes<'_> {
         f: impl FnOnce(&Item) -> R,
     ) -> Result<Option<R>> {
         debug_assert!(self.store.shape.plain());
+        let shape = self.store.shape.clone();
+        let mut f = Some(f);
         let mut cur = root;
         while cur != 0 {
-            let found = match self.store.dirty.get(&cur) {
-                Some(d) => Some((&*d.node, None)),
-                None => self.seen.get(&cur).map(|s| (&*s.node, Some(&*s.index))),
-            };
-            let Some((node, index)) = found else {
-                self.load_into_seen(cur)?;
-                continue;
-            };
-            let shape = &self.store.shape;
-            match node {
+            let step = self.visit(cur, |node, index| match node {
                 Node::Internal { seps, children } => {
-                    let i = btree::child_index_in(shape, seps, index, key, 0);
-                    cur = children.get(i).copied().unwrap_or_default();
+                    let i = btree::child_index_in(&shape, seps, index, key, 0);
+                    Ok(children.get(i).copied().unwrap_or_default())
                 }
                 Node::Leaf(items) => {
-                    let i = btree::lower_bound_in(shape, items, index, key, ItemId::MAX);
-                    return Ok(items.get(i).filter(|it| it.key.is(key)).map(f));
+                    let i = btree::lower_bound_in(&shape, items, index, key, ItemId::MAX);
+                    Err(items
+                        .get(i)
+                        .filter(|it| it.key.is(key))
+                        .and_then(|it| f.take().map(|f| f(it))))
                 }
+            })?;
+            match step {
+                Ok(child) => cur = child,
+                Err(found) => return Ok(found),
             }
         }
         Ok(None)
