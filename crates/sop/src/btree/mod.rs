@@ -58,22 +58,10 @@ impl std::fmt::Debug for Order {
     }
 }
 
-/// The first 8 bytes of a key as a big-endian number (zero-padded): comparing these orders
-/// keys as memcmp does whenever they differ, without a call into `memcmp`.
-#[inline]
-fn prefix(k: &[u8]) -> u64 {
-    let mut buf = [0u8; 8];
-    match k.get(..8) {
-        Some(head) => buf.copy_from_slice(head),
-        None => buf[..k.len()].copy_from_slice(k),
-    }
-    u64::from_le_bytes(buf).swap_bytes()
-}
-
 /// Byte order of keys (memcmp), with a fast path on the first 8 bytes.
 #[inline]
 pub fn byte_order(a: &[u8], b: &[u8]) -> Ordering {
-    match prefix(a).cmp(&prefix(b)) {
+    match word8(a).cmp(&word8(b)) {
         Ordering::Equal => a.cmp(b),
         o => o,
     }
