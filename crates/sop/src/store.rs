@@ -304,6 +304,7 @@ impl Ctx<'_> {
                     NewBlob {
                         entry: crate::registry::Entry {
                             loc,
+                            base: crate::registry::Location::default(),
                             version: 1,
                             store,
                         },

@@ -21,6 +21,7 @@
 
 mod cursor;
 mod delete;
+pub mod delta;
 pub mod index;
 mod insert;
 pub mod node;

@@ -228,6 +228,61 @@ pub struct Item {
     pub value: ValueRef,
 }
 
+impl Item {
+    /// Appends the byte form (as inside a leaf): key, item id, value.
+    pub fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.key);
+        w.u128(self.id);
+        match &self.value {
+            ValueRef::Inline(v) => {
+                w.u8(0);
+                w.bytes(v);
+            }
+            ValueRef::Blob { id, len } => {
+                w.u8(1);
+                w.u64(*id);
+                w.varint(*len);
+            }
+            // The commit path turns every pending value into a blob first.
+            ValueRef::Pending(v) => {
+                w.u8(0);
+                w.bytes(v);
+            }
+        }
+    }
+
+    /// Bytes of the byte form, about (exact up to varint lengths).
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        18 + self.key.len()
+            + match &self.value {
+                ValueRef::Inline(v) => 2 + v.len(),
+                ValueRef::Blob { .. } => 12,
+                ValueRef::Pending(v) => 4 + v.len(),
+            }
+    }
+
+    /// Decodes what [`Item::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Item, DecodeError> {
+        let key = r.bytes("item key")?.into();
+        let id = r.u128("item id")?;
+        let value = match r.u8("value tag")? {
+            0 => ValueRef::Inline(InlineValue::new(r.bytes("inline value")?)),
+            1 => ValueRef::Blob {
+                id: r.u64("blob id")?,
+                len: r.varint("blob length")?,
+            },
+            _ => {
+                return Err(DecodeError {
+                    at: r.pos(),
+                    what: "unknown value tag",
+                });
+            }
+        };
+        Ok(Item { key, id, value })
+    }
+}
+
 // Items are moved around in leaves on every insert and removal: keep them at one cache line.
 const _: () = assert!(std::mem::size_of::<Item>() == 64);
 
@@ -301,24 +356,7 @@ impl Node {
                 w.u8(LEAF);
                 w.varint(items.len() as u64);
                 for it in items {
-                    w.bytes(&it.key);
-                    w.u128(it.id);
-                    match &it.value {
-                        ValueRef::Inline(v) => {
-                            w.u8(0);
-                            w.bytes(v);
-                        }
-                        ValueRef::Blob { id, len } => {
-                            w.u8(1);
-                            w.u64(*id);
-                            w.varint(*len);
-                        }
-                        // The commit path turns every pending value into a blob first.
-                        ValueRef::Pending(v) => {
-                            w.u8(0);
-                            w.bytes(v);
-                        }
-                    }
+                    it.encode(w);
                 }
             }
             Node::Internal { seps, children } => {
@@ -343,22 +381,7 @@ impl Node {
                 let n = r.count(18, "leaf item count")?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let key = r.bytes("item key")?.into();
-                    let id = r.u128("item id")?;
-                    let value = match r.u8("value tag")? {
-                        0 => ValueRef::Inline(InlineValue::new(r.bytes("inline value")?)),
-                        1 => ValueRef::Blob {
-                            id: r.u64("blob id")?,
-                            len: r.varint("blob length")?,
-                        },
-                        _ => {
-                            return Err(DecodeError {
-                                at: r.pos(),
-                                what: "unknown value tag",
-                            });
-                        }
-                    };
-                    items.push(Item { key, id, value });
+                    items.push(Item::decode(&mut r)?);
                 }
                 Node::Leaf(items)
             }

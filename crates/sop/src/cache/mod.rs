@@ -10,7 +10,8 @@ use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use crate::btree::{Node, SearchIndex};
-use crate::registry::Location;
+use crate::fasthash::FastMap;
+use crate::registry::{Entry, Location, LogicalId};
 
 #[derive(Clone)]
 struct Cached {
@@ -82,6 +83,26 @@ impl NodeCache {
                     weight,
                 },
             );
+        }
+    }
+
+    /// Drops what a commit superseded: the records of the `replaced` entries, except those
+    /// an entry of `updates` still uses as the base of a leaf delta.
+    pub fn forget_replaced(&self, replaced: &[Entry], updates: &[(LogicalId, Entry)]) {
+        if self.inner.is_none() {
+            return;
+        }
+        let bases: FastMap<Location, ()> = updates
+            .iter()
+            .filter_map(|(_, e)| e.delta_base())
+            .map(|l| (l, ()))
+            .collect();
+        for old in replaced {
+            for loc in old.records() {
+                if !bases.contains_key(&loc) {
+                    self.remove(loc);
+                }
+            }
         }
     }
 }

@@ -263,7 +263,9 @@ fn settle_alone(
     let _ = procs::live(&*storage, &dir.join(procs::DIR))?;
     let mut live: BTreeMap<u32, u64> = BTreeMap::new();
     for (_, e) in state.registry.iter() {
-        *live.entry(e.loc.seg).or_default() += 1;
+        for loc in e.records() {
+            *live.entry(loc.seg).or_default() += 1;
+        }
     }
     let mut removed = false;
     let segs = files.list()?;
@@ -350,9 +352,7 @@ pub(crate) fn catch_up(shared: &Shared, ctx: &mut CommitCtx, sync: bool) -> Resu
         }
         let st = next.get_or_insert_with(|| (*ctx.latest).clone());
         let replaced = st.apply(&rec);
-        for old in &replaced {
-            shared.cache.remove(old.loc);
-        }
+        shared.cache.forget_replaced(&replaced, &rec.updates);
         ctx.space
             .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);
         if !rec.writes.is_empty() {

@@ -346,6 +346,8 @@ impl Drop for Shared {
             return;
         };
         let ctx = &mut *ctx;
+        // The segment ends at its last record again (no zeros written ahead left behind).
+        let _ = ctx.writer.close();
         if !self.opts.checkpoint_on_close || ctx.writer.since_checkpoint == 0 {
             return;
         }

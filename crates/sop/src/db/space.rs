@@ -1,7 +1,7 @@
 //! Space accounting and reclamation of log segments.
 //!
-//! Every registry entry points into a segment; a segment's *live* bytes are the sizes of the
-//! records still referenced. When a commit replaces or removes an entry, the old record becomes
+//! Every registry entry points into a segment (a leaf delta's entry into two: the delta and
+//! its base image); a segment's *live* bytes are the sizes of the records still referenced. When a commit replaces or removes an entry, the old record becomes
 //! garbage. A sealed segment with no live bytes is deleted once
 //! - a checkpoint covers a state that no longer references it, and recovery starts after it
 //!   (the checkpoint's log position is in a later segment), and
@@ -50,7 +50,9 @@ impl Space {
             s.segs.insert(seg, SegInfo::default());
         }
         for (_, e) in state.registry.iter() {
-            s.segs.entry(e.loc.seg).or_default().live += u64::from(e.loc.len);
+            for loc in e.records() {
+                s.segs.entry(loc.seg).or_default().live += u64::from(loc.len);
+            }
         }
         if let Some((seq, seg)) = ckpt {
             s.ckpt_seq = seq;
@@ -67,23 +69,27 @@ impl Space {
         seq: u64,
         writer_seg: u32,
     ) {
-        for e in replaced {
-            if let Some(i) = self.segs.get_mut(&e.loc.seg) {
-                i.live = i.live.saturating_sub(u64::from(e.loc.len));
+        // New records first: a delta's base moves from the replaced entry to its successor
+        // without its segment ever looking empty.
+        for (_, e) in updates {
+            if !e.is_empty() {
+                for loc in e.records() {
+                    self.segs.entry(loc.seg).or_default().live += u64::from(loc.len);
+                }
+            }
+        }
+        for loc in replaced.iter().flat_map(Entry::records) {
+            if let Some(i) = self.segs.get_mut(&loc.seg) {
+                i.live = i.live.saturating_sub(u64::from(loc.len));
                 if self.clustered && i.live == 0 && i.garbage_at.is_none() {
                     i.garbage_at = Some(seq);
                 }
             }
         }
-        for (_, e) in updates {
-            if !e.is_empty() {
-                self.segs.entry(e.loc.seg).or_default().live += u64::from(e.loc.len);
-            }
-        }
         if self.clustered {
             // A segment that gets live bytes again (relocation) is not garbage.
-            for (_, e) in updates {
-                if let Some(i) = self.segs.get_mut(&e.loc.seg) {
+            for loc in updates.iter().flat_map(|(_, e)| e.records()) {
+                if let Some(i) = self.segs.get_mut(&loc.seg) {
                     i.garbage_at = None;
                 }
             }

@@ -6,7 +6,7 @@
 //! | crc u32| len u32| kind | 3 bytes | payload (len)   | pad to 8|
 //! +--------+--------+------+---------+-----------------+---------+
 //!   crc = CRC-32C of bytes 4..12 and the payload
-//! image payload (kind 1 node, 2 blob): store u32 | logical u64 | version u64 | body
+//! image payload (kind 1 node, 2 blob, 6 leaf delta): store u32 | logical u64 | version u64 | body
 //! commit payload (kind 3): see `encode_commit`
 //! prepare payload (kind 4): see `txn::prepared`; abort payload (kind 5): txn id u128
 //! ```
@@ -39,6 +39,9 @@ pub enum Kind {
     Prepare = 4,
     /// The abort of a prepared transaction.
     Abort = 5,
+    /// A leaf delta: the edit from a full leaf image (the registry entry's base) to this
+    /// version (`btree::delta`).
+    NodeDelta = 6,
 }
 
 impl Kind {
@@ -49,6 +52,7 @@ impl Kind {
             3 => Some(Kind::Commit),
             4 => Some(Kind::Prepare),
             5 => Some(Kind::Abort),
+            6 => Some(Kind::NodeDelta),
             _ => None,
         }
     }
@@ -190,6 +194,7 @@ pub fn put_entry(w: &mut Writer, id: LogicalId, e: &Entry) {
     w.u32(e.store);
     w.u64(e.version);
     put_location(w, &e.loc);
+    put_location(w, &e.base);
 }
 
 /// Decodes what [`put_entry`] wrote.
@@ -204,10 +209,12 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
     let store = r.u32("entry store")?;
     let version = r.u64("entry version")?;
     let loc = get_location(r)?;
+    let base = get_location(r)?;
     Ok((
         id,
         Entry {
             loc,
+            base,
             version,
             store,
         },
@@ -215,7 +222,7 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
 }
 
 /// Bytes of one encoded entry.
-pub const ENTRY_BYTES: usize = 36;
+pub const ENTRY_BYTES: usize = 52;
 
 /// Encodes store metadata.
 pub fn put_meta(w: &mut Writer, m: &StoreMeta) {
@@ -430,6 +437,11 @@ mod tests {
                         seg: 1,
                         len: 64,
                         off: 4096,
+                    },
+                    base: Location {
+                        seg: 1,
+                        len: 1024,
+                        off: 2048,
                     },
                     version: 2,
                     store: 3,

@@ -7,6 +7,11 @@
 //!   dirty pages, so a retried fsync could "succeed" without the data).
 //! - A new segment is created (and its folder synced) before anything is written to it, and the
 //!   previous segment is synced before the switch.
+//! - Zero-fill ahead (standalone mode): past `end` the current segment may hold up to
+//!   [`ZERO_AHEAD`] bytes of zeros written in advance, so a small commit's `fdatasync` neither
+//!   grows the file nor allocates blocks (no file-system journal commit: see ADR 0005). The
+//!   zeros are bytes after the last record, like a torn tail, and never lie in a sealed
+//!   segment: a segment is cut back to `end` before it is sealed and at a clean close.
 
 use std::sync::Arc;
 
@@ -16,6 +21,13 @@ use crate::error::{Error, Result};
 use crate::options::Durability;
 use crate::registry::Location;
 use crate::storage::StorageFile;
+
+/// Bytes of zeros kept written ahead of the append position (standalone mode).
+pub const ZERO_AHEAD: u64 = 1 << 20;
+/// A write at least this large lets the file grow instead (zeroing ahead of it would add I/O
+/// for nothing: its own size change is cheap next to its data).
+const ZERO_AHEAD_BELOW: usize = 64 << 10;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// The appending end of the log. Owned by the commit path (behind the database's commit lock).
 #[derive(Debug)]
@@ -32,6 +44,8 @@ pub struct LogWriter {
     pub since_checkpoint: u64,
     poisoned: Option<String>,
     unsynced: bool,
+    /// The current segment holds zeros (or records) up to here; `>= end`.
+    zeroed: u64,
     /// Clustered mode: other processes create segments too, so a new segment takes the first
     /// free number.
     shared_namespace: bool,
@@ -59,6 +73,7 @@ impl LogWriter {
             since_checkpoint: 0,
             poisoned: None,
             unsynced: false,
+            zeroed: end,
             shared_namespace: false,
         }
     }
@@ -113,6 +128,7 @@ impl LogWriter {
     }
 
     fn roll(&mut self) -> Result<()> {
+        self.cut_zero_tail()?;
         if self.unsynced {
             let path = self.files.path(self.seg);
             self.file.sync().map_err(|e| Error::io(path, e))?;
@@ -128,6 +144,49 @@ impl LogWriter {
             self.seg = next;
         }
         self.end = SEGMENT_HEADER;
+        self.zeroed = SEGMENT_HEADER;
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead off the current segment (before sealing it, at close).
+    fn cut_zero_tail(&mut self) -> Result<()> {
+        if self.zeroed > self.end {
+            self.file
+                .set_len(self.end)
+                .map_err(|e| Error::io(self.files.path(self.seg), e))?;
+            self.zeroed = self.end;
+            self.unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// A clean close: cuts the zeros written ahead and syncs, so the segment ends at its last
+    /// record.
+    pub fn close(&mut self) -> Result<()> {
+        self.check()?;
+        if let Err(e) = self.cut_zero_tail() {
+            return Err(self.poison(e));
+        }
+        self.sync_always()
+    }
+
+    /// Writes zeros ahead of a small write ending at `upto`, unless they are already there.
+    fn zero_ahead(&mut self, upto: u64, len: usize) -> std::io::Result<()> {
+        if self.shared_namespace || upto <= self.zeroed.saturating_sub(ZERO_AHEAD / 2) {
+            return Ok(());
+        }
+        if len >= ZERO_AHEAD_BELOW {
+            self.zeroed = self.zeroed.max(upto);
+            return Ok(());
+        }
+        let target = (upto + ZERO_AHEAD).min(self.segment_bytes.max(upto));
+        let mut at = self.zeroed.max(upto);
+        while at < target {
+            let n = usize::try_from(target - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+            self.file.write_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.zeroed = self.zeroed.max(target);
         Ok(())
     }
 
@@ -135,11 +194,16 @@ impl LogWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<u64> {
         self.check()?;
         let off = self.end;
-        if let Err(e) = self.file.write_at(bytes, off) {
+        let upto = off + bytes.len() as u64;
+        if let Err(e) = self
+            .file
+            .write_at(bytes, off)
+            .and_then(|()| self.zero_ahead(upto, bytes.len()))
+        {
             let err = Error::io(self.files.path(self.seg), e);
             return Err(self.poison(err));
         }
-        self.end += bytes.len() as u64;
+        self.end = upto;
         self.since_checkpoint += bytes.len() as u64;
         self.unsynced = true;
         Ok(off)

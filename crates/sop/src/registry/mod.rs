@@ -35,8 +35,11 @@ pub struct Location {
 /// One registry entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Entry {
-    /// Where the current image is.
+    /// Where the current image is: a full image, or a leaf delta over `base`.
     pub loc: Location,
+    /// For a leaf delta at `loc`: the full image it applies to (`len` 0: `loc` is a full
+    /// image).
+    pub base: Location,
     /// Content version, starting at 1.
     pub version: u64,
     /// The store owning the node or blob.
@@ -48,6 +51,17 @@ impl Entry {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.version == 0
+    }
+
+    /// The base image of a delta entry.
+    #[must_use]
+    pub fn delta_base(&self) -> Option<Location> {
+        (self.base.len != 0).then_some(self.base)
+    }
+
+    /// Every record the entry keeps live: its image, and the base image of a delta.
+    pub fn records(&self) -> impl Iterator<Item = Location> {
+        std::iter::once(self.loc).chain(self.delta_base())
     }
 }
 
@@ -174,6 +188,7 @@ mod tests {
                 len: 10,
                 off: v * 10,
             },
+            base: Location::default(),
             version: v,
             store: 1,
         }

@@ -23,9 +23,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use super::access::sorted_keys;
+use super::nodes;
 use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
-use crate::btree::{KeyBuf, Node, Order, ValueRef};
+use crate::btree::{Item, KeyBuf, Node, Order, ValueRef, delta};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
@@ -99,6 +100,8 @@ struct Image {
     version: u64,
     rel: u64,
     len: u32,
+    /// The base image of a leaf delta (`len` 0 for a full image).
+    base: Location,
     node: Option<Arc<Node>>,
 }
 
@@ -112,6 +115,8 @@ pub(crate) struct Batch {
     removals: Vec<LogicalId>,
     store_ops: Vec<StoreOp>,
     writes: Vec<StoreWrites>,
+    /// Scratch space for leaf deltas.
+    scratch: Writer,
 }
 
 impl Batch {
@@ -131,8 +136,53 @@ impl Batch {
             version: id.version,
             rel,
             len,
+            base: Location::default(),
             node: Some(Arc::clone(node)),
         });
+    }
+
+    /// Frames `node` (a changed leaf) as a delta over the full image `base` (holding
+    /// `base_items`), if that is worth it: the delta takes at most a quarter of the leaf's
+    /// bytes, and the base at most a quarter more than the leaf (a leaf that lost many items
+    /// is written whole, so the live bytes of a delta and its base stay within 1.5 times the
+    /// leaf's).
+    fn add_leaf_delta(
+        &mut self,
+        id: ImageId,
+        order: &Order,
+        node: &Arc<Node>,
+        base: Location,
+        base_items: &[Item],
+    ) -> bool {
+        let Node::Leaf(items) = &**node else {
+            return false;
+        };
+        let full: usize = items.iter().map(Item::encoded_len).sum();
+        let base_len: usize = base_items.iter().map(Item::encoded_len).sum();
+        if base_len > full + full / 4 {
+            return false;
+        }
+        self.scratch.buf.clear();
+        if !delta::diff(order, base_items, items, full / 4, &mut self.scratch) {
+            return false;
+        }
+        let rel = self.bytes.len() as u64;
+        record::frame(
+            &mut self.bytes,
+            Kind::NodeDelta,
+            &[&image_prefix(id), &self.scratch.buf],
+        );
+        let len = (self.bytes.len() as u64 - rel) as u32;
+        self.images.push(Image {
+            logical: id.logical,
+            store: id.store,
+            version: id.version,
+            rel,
+            len,
+            base,
+            node: Some(Arc::clone(node)),
+        });
+        true
     }
 
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
@@ -145,6 +195,7 @@ impl Batch {
             version: id.version,
             rel,
             len,
+            base: Location::default(),
             node,
         });
     }
@@ -497,14 +548,28 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
             }
         }
         for (id, d) in &ts.dirty {
-            b.add_node(
-                ImageId {
-                    store: sid,
-                    logical: *id,
-                    version: d.base + 1,
-                },
-                &d.node,
-            );
+            let img = ImageId {
+                store: sid,
+                logical: *id,
+                version: d.base + 1,
+            };
+            // A changed leaf whose committed version is the one it was changed from: write
+            // only its edit over the last full image, when that is small.
+            if d.base > 0
+                && matches!(&*d.node, Node::Leaf(_))
+                && let Some(entry) = cur.registry.get(*id).copied()
+                && entry.version == d.base
+                && entry.store == sid
+            {
+                let base = nodes::base_image(&shared, cur, *id, &entry)?;
+                let base_loc = entry.delta_base().unwrap_or(entry.loc);
+                if let Node::Leaf(base_items) = &*base
+                    && b.add_leaf_delta(img, &ts.shape.order, &d.node, base_loc, base_items)
+                {
+                    continue;
+                }
+            }
+            b.add_node(img, &d.node);
         }
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
@@ -610,6 +675,7 @@ fn write_commit_with(
                     off: start + im.rel,
                     len: im.len,
                 },
+                base: im.base,
                 version: im.version,
                 store: im.store,
             },
@@ -634,9 +700,7 @@ fn write_commit_with(
         ctx.space.release(e.loc.seg);
     }
     // Superseded images will not be read by new transactions: make room in the cache.
-    for old in &replaced {
-        shared.cache.remove(old.loc);
-    }
+    shared.cache.forget_replaced(&replaced, &rec.updates);
     ctx.space
         .on_commit(&replaced, &rec.updates, rec.seq, ctx.writer.position().0);
     let next = Arc::new(next);
@@ -666,7 +730,19 @@ fn write_commit_with(
 pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result<()> {
     let cur = Arc::clone(&ctx.latest);
     let mut b = Batch::default();
-    for (id, e) in cur.registry.iter().filter(|(_, e)| e.loc.seg == seg) {
+    let held = |e: &Entry| e.records().any(|l| l.seg == seg);
+    for (id, e) in cur.registry.iter().filter(|(_, e)| held(e)) {
+        if e.delta_base().is_some() {
+            // A leaf delta (or its base) moves as one full image.
+            let (node, _, _) = nodes::load_node(shared, &cur, e.store, id)?;
+            let img = ImageId {
+                store: e.store,
+                logical: id,
+                version: e.version,
+            };
+            b.add_node(img, &node);
+            continue;
+        }
         let rec = shared.files.read(e.loc)?;
         let (img, body) = record::parse_image(rec.payload())
             .map_err(|err| Error::corruption(shared.files.path(seg), e.loc.off, err.to_string()))?;

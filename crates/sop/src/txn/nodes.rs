@@ -13,7 +13,7 @@ use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
 use crate::log::record::{self, Kind};
-use crate::registry::{Entry, LogicalId};
+use crate::registry::{Entry, Location, LogicalId};
 use crate::state::{DbState, StoreId, StoreMeta};
 
 /// A node changed by the transaction.
@@ -78,6 +78,24 @@ impl TxnStore {
 /// A committed node as loaded: the node, its version and its search index.
 pub(crate) type Loaded = (Arc<Node>, u64, Arc<SearchIndex>);
 
+/// The version a record read by location must carry.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// The registry entry's own image (or delta).
+    Exactly(u64),
+    /// The base image of a delta of this version.
+    Below(u64),
+}
+
+impl Want {
+    fn ok(self, v: u64) -> bool {
+        match self {
+            Want::Exactly(x) => v == x,
+            Want::Below(x) => v < x,
+        }
+    }
+}
+
 /// Loads and decodes the committed node `id` (through the L1 cache).
 pub(crate) fn load_node(
     shared: &Shared,
@@ -95,39 +113,119 @@ pub(crate) fn load_node(
     if let Some((n, index)) = shared.cache.get(entry.loc) {
         return Ok((n, entry.version, index));
     }
-    let rec = read_record(shared, snapshot, store, entry.loc, (id, entry.version))?;
-    let path = || shared.files.path(entry.loc.seg);
-    if rec.kind != Kind::Node {
-        return Err(Error::corruption(
-            path(),
-            entry.loc.off,
-            "registry points at a record that is not a node",
-        ));
+    let bad = |why: String| Error::corruption(shared.files.path(entry.loc.seg), entry.loc.off, why);
+    if entry.store != store {
+        return Err(bad(format!(
+            "node {id} belongs to store {}, not to store {store}",
+            entry.store
+        )));
     }
-    let (img, body) = record::parse_image(rec.payload())
-        .map_err(|e| Error::corruption(path(), entry.loc.off, e.to_string()))?;
-    if img.logical != id
-        || img.version != entry.version
-        || img.store != entry.store
-        || entry.store != store
-    {
-        return Err(Error::corruption(
-            path(),
-            entry.loc.off,
-            format!(
-                "node image is {}/{} v{} but the registry expects {}/{} v{}",
-                img.store, img.logical, img.version, store, id, entry.version
-            ),
-        ));
-    }
-    let node = Node::decode(body)
-        .map_err(|e| Error::corruption(path(), entry.loc.off, format!("node: {e}")))?;
+    let node = match entry.delta_base() {
+        None => image(
+            shared,
+            snapshot,
+            (store, id),
+            entry.loc,
+            Want::Exactly(entry.version),
+        )?,
+        Some(_) => {
+            let rec = node_record(
+                shared,
+                snapshot,
+                (store, id),
+                entry.loc,
+                Kind::NodeDelta,
+                Want::Exactly(entry.version),
+            )?;
+            let base = base_image(shared, snapshot, id, &entry)?;
+            let Node::Leaf(items) = &*base else {
+                return Err(bad("leaf delta over an image that is not a leaf".into()));
+            };
+            let (_, body) = record::parse_image(rec.payload()).map_err(|e| bad(e.to_string()))?;
+            let items =
+                btree::delta::apply(items, body).map_err(|e| bad(format!("leaf delta: {e}")))?;
+            Arc::new(Node::Leaf(items))
+        }
+    };
     let index = Arc::new(SearchIndex::of(&node));
-    let node = Arc::new(node);
     shared
         .cache
         .insert(entry.loc, Arc::clone(&node), Arc::clone(&index));
     Ok((node, entry.version, index))
+}
+
+/// The full image the next delta of the committed node `id` (at `entry`) applies to: the
+/// base of its delta, or its own image when it has none. Through the L1 cache.
+pub(crate) fn base_image(
+    shared: &Shared,
+    snapshot: &DbState,
+    id: LogicalId,
+    entry: &Entry,
+) -> Result<Arc<Node>> {
+    match entry.delta_base() {
+        Some(base) => image(
+            shared,
+            snapshot,
+            (entry.store, id),
+            base,
+            Want::Below(entry.version),
+        ),
+        None => image(
+            shared,
+            snapshot,
+            (entry.store, id),
+            entry.loc,
+            Want::Exactly(entry.version),
+        ),
+    }
+}
+
+/// The full node image at `loc` (through the L1 cache, where it is put).
+fn image(
+    shared: &Shared,
+    snapshot: &DbState,
+    node: (StoreId, LogicalId),
+    loc: Location,
+    want: Want,
+) -> Result<Arc<Node>> {
+    if let Some((n, _)) = shared.cache.get(loc) {
+        return Ok(n);
+    }
+    let rec = node_record(shared, snapshot, node, loc, Kind::Node, want)?;
+    let bad = |why: String| Error::corruption(shared.files.path(loc.seg), loc.off, why);
+    let (_, body) = record::parse_image(rec.payload()).map_err(|e| bad(e.to_string()))?;
+    let n = Arc::new(Node::decode(body).map_err(|e| bad(format!("node: {e}")))?);
+    let index = Arc::new(SearchIndex::of(&n));
+    shared.cache.insert(loc, Arc::clone(&n), index);
+    Ok(n)
+}
+
+/// Reads the record at `loc` and checks that it is a `kind` record of `node` with a version
+/// `want` accepts.
+fn node_record(
+    shared: &Shared,
+    snapshot: &DbState,
+    node: (StoreId, LogicalId),
+    loc: Location,
+    kind: Kind,
+    want: Want,
+) -> Result<crate::log::RecordBuf> {
+    let rec = read_record(shared, snapshot, node, loc, kind, want)?;
+    let bad = |why: String| Error::corruption(shared.files.path(loc.seg), loc.off, why);
+    if rec.kind != kind {
+        return Err(bad(format!(
+            "registry points at a {:?} record where a {kind:?} record belongs",
+            rec.kind
+        )));
+    }
+    let (img, _) = record::parse_image(rec.payload()).map_err(|e| bad(e.to_string()))?;
+    if img.logical != node.1 || img.store != node.0 || !want.ok(img.version) {
+        return Err(bad(format!(
+            "node image is {}/{} v{} but the registry expects {}/{} {want:?}",
+            img.store, img.logical, img.version, node.0, node.1
+        )));
+    }
+    Ok(rec)
 }
 
 /// The node store of one store inside a transaction.
@@ -326,13 +424,14 @@ impl NodeStore for TxnNodes<'_> {
 fn read_record(
     shared: &Shared,
     snapshot: &DbState,
-    store: StoreId,
-    loc: crate::registry::Location,
-    expect: (LogicalId, u64),
+    node: (StoreId, LogicalId),
+    loc: Location,
+    kind: Kind,
+    want: Want,
 ) -> Result<crate::log::RecordBuf> {
     let ttl = shared.cluster.as_ref().and_then(|c| {
         let d = snapshot
-            .store_by_id(store)?
+            .store_by_id(node.0)?
             .options
             .node_cache_duration
             .filter(|d| !d.is_zero())?;
@@ -347,9 +446,9 @@ fn read_record(
     if let Ok(Some(bytes)) = c.coordinator.cache_get(&key)
         && bytes.len() == loc.len as usize
         && let Ok(rec) = crate::log::RecordBuf::from_framed(bytes)
-        && rec.kind == Kind::Node
+        && rec.kind == kind
         && record::parse_image(rec.payload()).is_ok_and(|(img, _)| {
-            img.store == store && img.logical == expect.0 && img.version == expect.1
+            img.store == node.0 && img.logical == node.1 && want.ok(img.version)
         })
     {
         return Ok(rec);
