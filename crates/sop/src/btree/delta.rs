@@ -18,8 +18,9 @@
 //! error, never a panic or an unbounded allocation.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
-use super::{Item, Order};
+use super::{InlineValue, Item, Order, ValueRef};
 use crate::codec::{DecodeError, Reader, Writer};
 
 const KEEP: u8 = 1;
@@ -41,8 +42,9 @@ pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Wr
             (None, None) => break,
             (Some(_), None) => (false, true, false),
             (None, Some(_)) => (false, false, true),
+            // Most items of a changed leaf are the base's, unchanged: equal first.
+            (Some(a), Some(b)) if same(a, b) => (true, false, false),
             (Some(a), Some(b)) => match order.full(&a.key, a.id, &b.key, b.id) {
-                Ordering::Equal if a == b => (true, false, false),
                 Ordering::Equal => (false, true, true),
                 Ordering::Less => (false, true, false),
                 Ordering::Greater => (false, false, true),
@@ -79,6 +81,19 @@ pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Wr
         return false;
     }
     true
+}
+
+/// Byte-for-byte the same item (a value shared with the base compares by pointer).
+fn same(a: &Item, b: &Item) -> bool {
+    a.id == b.id
+        && a.key == b.key
+        && match (&a.value, &b.value) {
+            (
+                ValueRef::Inline(InlineValue::Shared(x)),
+                ValueRef::Inline(InlineValue::Shared(y)),
+            ) if Arc::ptr_eq(x, y) => true,
+            (x, y) => x == y,
+        }
 }
 
 fn extend_run(w: &mut Writer, run: &mut Option<(u8, u64)>, op: u8) {
@@ -146,7 +161,6 @@ pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btree::{InlineValue, ValueRef};
     use proptest::prelude::*;
 
     fn item(k: u16, id: u128, v: u8) -> Item {

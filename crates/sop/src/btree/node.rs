@@ -328,6 +328,24 @@ impl Node {
         self.len() == 0
     }
 
+    /// A copy to change, with room for a few more entries (the first inserts into a copied
+    /// node do not reallocate it).
+    #[must_use]
+    pub fn to_changed(&self) -> Node {
+        fn with_room<T: Clone>(v: &[T]) -> Vec<T> {
+            let mut out = Vec::with_capacity(v.len() + 2);
+            out.extend_from_slice(v);
+            out
+        }
+        match self {
+            Node::Leaf(items) => Node::Leaf(with_room(items)),
+            Node::Internal { seps, children } => Node::Internal {
+                seps: with_room(seps),
+                children: with_room(children),
+            },
+        }
+    }
+
     /// Approximate memory footprint (for the cache's weigher).
     #[must_use]
     pub fn weight(&self) -> u64 {

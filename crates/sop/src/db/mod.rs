@@ -202,13 +202,13 @@ impl Shared {
     }
 
     fn lead_sync(&self) -> Result<Arc<DbState>> {
-        let (file, path, state, durable) = {
+        let (file, seg, state, durable) = {
             let ctx = self.commit_lock()?;
-            let (file, path) = ctx.writer.file_handle();
-            (file, path, Arc::clone(&ctx.latest), ctx.writer.is_durable())
+            let (file, seg) = ctx.writer.file_handle();
+            (file, seg, Arc::clone(&ctx.latest), ctx.writer.is_durable())
         };
         if durable && let Err(e) = file.sync() {
-            let err = Error::io(path, e);
+            let err = Error::io(self.files.path(seg), e);
             self.commit_lock()?.writer.poison_with(&err);
             return Err(err);
         }

@@ -261,7 +261,9 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
 /// Encodes a commit record payload.
 #[must_use]
 pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer::with(Vec::with_capacity(
+        64 + c.store_ops.len() * 64 + c.updates.len() * ENTRY_BYTES,
+    ));
     w.u64(c.seq);
     w.u64(c.durable);
     w.u128(c.txn_id);

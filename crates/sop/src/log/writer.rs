@@ -242,10 +242,10 @@ impl LogWriter {
         Ok(())
     }
 
-    /// The current segment file and its path, for a sync done outside the commit lock
+    /// The current segment file and its number, for a sync done outside the commit lock
     /// (group commit).
-    pub fn file_handle(&self) -> (Arc<dyn StorageFile>, std::path::PathBuf) {
-        (Arc::clone(&self.file), self.files.path(self.seg))
+    pub fn file_handle(&self) -> (Arc<dyn StorageFile>, u32) {
+        (Arc::clone(&self.file), self.seg)
     }
 
     /// Records that commits up to `seq` were made durable by a sync done outside.

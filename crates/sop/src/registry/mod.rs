@@ -11,10 +11,11 @@
 //! - Logical ids are allocated database-wide from one counter and never reused; id 0 is "none".
 //! - An entry's `version` increases by one on every content change and is unchanged when a
 //!   compaction only moves the image (so optimistic validation sees no change).
-//! - The registry is a persistent (copy-on-write) array of 128-entry chunks under 512-chunk
-//!   middle nodes: cloning it is cheap (one `Arc` per middle node), a commit copies only the
-//!   chunks and middle nodes it changes (~8 KiB for one entry), and a clone is an immutable
-//!   snapshot that running transactions read while commits publish newer versions.
+//! - The registry is a persistent (copy-on-write) array of 128-entry chunks under two levels
+//!   of 64-way nodes: cloning it is cheap (one `Arc` per 2^19 ids), a commit copies only the
+//!   chunks and nodes it changes (~7 KiB and 128 reference counts for one entry), and a clone
+//!   is an immutable snapshot that running transactions read while commits publish newer
+//!   versions.
 
 use std::sync::Arc;
 
@@ -67,32 +68,36 @@ impl Entry {
 
 const CHUNK_BITS: u32 = 7;
 const CHUNK: usize = 1 << CHUNK_BITS;
-const MID_BITS: u32 = 9;
-const MID: usize = 1 << MID_BITS;
+const FAN_BITS: u32 = 6;
+const FAN: usize = 1 << FAN_BITS;
 
 /// Logical ids are below this bound (2^40). Decoders reject larger ids as corruption, so a
 /// damaged (but checksum-valid) id can never make the registry allocate without bound.
 pub const MAX_LOGICAL: LogicalId = 1 << 40;
 
 type Chunk = [Entry; CHUNK];
-type Mid = [Option<Arc<Chunk>>; MID];
+type Lower = [Option<Arc<Chunk>>; FAN];
+type Upper = [Option<Arc<Lower>>; FAN];
 
-/// The copy-on-write id map. See the module docs. Two levels of shared arrays, allocated only
-/// where ids are in use: cloning copies the top level (one pointer per 2^20 ids).
+/// The copy-on-write id map. See the module docs. Three levels of shared arrays (64-way,
+/// 64-way, 128 entries), allocated only where ids are in use: cloning copies the top level
+/// (one pointer per 2^19 ids); changing an entry copies one array per level (64 pointers,
+/// 64 pointers, 128 entries), so a commit's reference-count traffic stays small.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    top: Vec<Option<Arc<Mid>>>,
+    top: Vec<Option<Arc<Upper>>>,
     len: usize,
 }
 
-fn split(id: LogicalId) -> Option<(usize, usize, usize)> {
+fn split(id: LogicalId) -> Option<(usize, usize, usize, usize)> {
     if id >= MAX_LOGICAL {
         return None;
     }
     let id = usize::try_from(id).ok()?;
     Some((
-        id >> (CHUNK_BITS + MID_BITS),
-        (id >> CHUNK_BITS) & (MID - 1),
+        id >> (CHUNK_BITS + 2 * FAN_BITS),
+        (id >> (CHUNK_BITS + FAN_BITS)) & (FAN - 1),
+        (id >> CHUNK_BITS) & (FAN - 1),
         id & (CHUNK - 1),
     ))
 }
@@ -101,8 +106,9 @@ impl Registry {
     /// The entry of `id`, if it is in use.
     #[must_use]
     pub fn get(&self, id: LogicalId) -> Option<&Entry> {
-        let (t, m, i) = split(id)?;
-        let chunk = self.top.get(t)?.as_ref()?.get(m)?.as_ref()?;
+        let (t, u, l, i) = split(id)?;
+        let upper = self.top.get(t)?.as_ref()?;
+        let chunk = upper.get(u)?.as_ref()?.get(l)?.as_ref()?;
         let e = chunk.get(i)?;
         (!e.is_empty()).then_some(e)
     }
@@ -110,7 +116,7 @@ impl Registry {
     /// Sets the entry of `id` (copying the arrays a snapshot shares). Ids at or above
     /// [`MAX_LOGICAL`] are refused (`false`).
     pub fn set(&mut self, id: LogicalId, entry: Entry) -> bool {
-        let Some((t, m, i)) = split(id) else {
+        let Some((t, u, l, i)) = split(id) else {
             return false;
         };
         if self.top.len() <= t {
@@ -119,13 +125,19 @@ impl Registry {
         let Some(top_slot) = self.top.get_mut(t) else {
             return false;
         };
-        let mid =
+        let upper =
             Arc::make_mut(top_slot.get_or_insert_with(|| Arc::new(std::array::from_fn(|_| None))));
-        let Some(mid_slot) = mid.get_mut(m) else {
+        let Some(upper_slot) = upper.get_mut(u) else {
+            return false;
+        };
+        let lower = Arc::make_mut(
+            upper_slot.get_or_insert_with(|| Arc::new(std::array::from_fn(|_| None))),
+        );
+        let Some(lower_slot) = lower.get_mut(l) else {
             return false;
         };
         let chunk =
-            Arc::make_mut(mid_slot.get_or_insert_with(|| Arc::new([Entry::default(); CHUNK])));
+            Arc::make_mut(lower_slot.get_or_insert_with(|| Arc::new([Entry::default(); CHUNK])));
         if let Some(slot) = chunk.get_mut(i) {
             if slot.is_empty() && !entry.is_empty() {
                 self.len += 1;
@@ -158,22 +170,23 @@ impl Registry {
 
     /// Every entry in use, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (LogicalId, &Entry)> + '_ {
-        self.top
-            .iter()
-            .enumerate()
-            .filter_map(|(t, mid)| Some((t, mid.as_ref()?)))
-            .flat_map(|(t, mid)| {
-                mid.iter()
-                    .enumerate()
-                    .filter_map(|(m, c)| Some((m, c.as_ref()?)))
-                    .flat_map(move |(m, chunk)| {
-                        chunk.iter().enumerate().filter(|(_, e)| !e.is_empty()).map(
-                            move |(i, e)| {
-                                ((((t << MID_BITS) | m) << CHUNK_BITS | i) as LogicalId, e)
-                            },
-                        )
-                    })
+        fn present<T>(v: &[Option<Arc<T>>]) -> impl Iterator<Item = (usize, &T)> {
+            v.iter()
+                .enumerate()
+                .filter_map(|(n, x)| Some((n, &**x.as_ref()?)))
+        }
+        present(&self.top).flat_map(|(t, upper)| {
+            present(upper).flat_map(move |(u, lower)| {
+                present(lower).flat_map(move |(l, chunk)| {
+                    let base = ((((t << FAN_BITS) | u) << FAN_BITS) | l) << CHUNK_BITS;
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| !e.is_empty())
+                        .map(move |(i, e)| ((base | i) as LogicalId, e))
+                })
             })
+        })
     }
 }
 
@@ -216,5 +229,26 @@ mod tests {
             r.iter().map(|(id, _)| id).collect::<Vec<_>>(),
             vec![5, 3 << 20]
         );
+        // Ids on every level's boundaries come back from `get` and `iter`, in order.
+        let ids = [
+            127,
+            128,
+            (1 << 13) - 1,
+            1 << 13,
+            (1 << 19) + 1,
+            (1 << 25) + 3,
+            MAX_LOGICAL - 1,
+        ];
+        for (n, id) in ids.iter().enumerate() {
+            assert!(r.set(*id, entry(10 + n as u64)));
+        }
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(r.get(*id).map(|e| e.version), Some(10 + n as u64));
+        }
+        let mut all = ids.to_vec();
+        all.extend([5, 3 << 20]);
+        all.sort_unstable();
+        assert_eq!(r.iter().map(|(id, _)| id).collect::<Vec<_>>(), all);
+        assert_eq!(r.len(), all.len());
     }
 }

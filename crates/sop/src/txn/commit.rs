@@ -163,6 +163,7 @@ impl Batch {
             return false;
         }
         self.scratch.buf.clear();
+        self.scratch.buf.reserve(full / 4 + 64);
         if !delta::diff(order, base_items, items, full / 4, &mut self.scratch) {
             return false;
         }
@@ -519,6 +520,8 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
         if cur.seq != snapshot.seq && !unchanged_since(ts, &st.seen, cur) {
             prepared::replay(&shared, ts, &snapshot, cur)?;
         }
+        // About a leaf per changed node (grown by doubling when leaves are larger).
+        b.bytes.reserve(ts.dirty.len() * 4096);
         // Pending separate-blob values become blobs.
         for d in ts.dirty.values_mut() {
             let has_pending = matches!(&*d.node, Node::Leaf(items) if items.iter().any(|i| matches!(i.value, ValueRef::Pending(_))));

@@ -366,11 +366,12 @@ impl NodeStore for TxnNodes<'_> {
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
         if !self.store.dirty.contains_key(&id) {
             let (node, base, _) = self.committed(id)?;
-            self.store.originals.insert(id, Arc::clone(&node));
+            let copy = Arc::new(node.to_changed());
+            self.store.originals.insert(id, node);
             self.store.dirty.insert(
                 id,
                 Dirty {
-                    node,
+                    node: copy,
                     base,
                     index: None,
                 },
