@@ -26,6 +26,7 @@ const REC_HEADER: u64 = 12;
 const KIND_NODE: u8 = 1;
 const KIND_BLOB: u8 = 2;
 const KIND_COMMIT: u8 = 3;
+const KIND_DELTA: u8 = 6;
 
 // ---------------------------------------------------------------------------------------------
 // Workloads and models
@@ -33,6 +34,9 @@ const KIND_COMMIT: u8 = 3;
 
 const INL: &str = "inl";
 const BLOB: &str = "blob";
+/// Stores of the delta layouts: large leaves, so small commits write leaf deltas (ADR 0005).
+const DLT: &str = "dlt";
+const DLT_BLOB: &str = "dltblob";
 
 /// One change: `Some(value)` sets the key, `None` removes it.
 type Op = (&'static str, Vec<u8>, Option<Vec<u8>>);
@@ -53,8 +57,12 @@ fn value(commit: usize, i: u32, len: usize) -> Vec<u8> {
 
 fn store_options(name: &str) -> StoreOptions {
     StoreOptions {
-        slot_length: 4,
-        value_placement: if name == BLOB {
+        slot_length: if name == DLT || name == DLT_BLOB {
+            64
+        } else {
+            4
+        },
+        value_placement: if name == BLOB || name == DLT_BLOB {
             ValuePlacement::SeparateBlob
         } else {
             ValuePlacement::InNode
@@ -91,6 +99,31 @@ fn commits(big: bool) -> Vec<Vec<Op>> {
     out
 }
 
+/// The commits of the delta layouts: commit 1 creates two stores of one large leaf each, the
+/// others change an item or two, which writes a leaf delta over the leaf's last full image.
+fn delta_commits() -> Vec<Vec<Op>> {
+    let mut first: Vec<Op> = Vec::new();
+    for i in 0..40 {
+        first.push((DLT, key(i), Some(value(1, i, 60))));
+    }
+    for i in 0..30 {
+        first.push((DLT_BLOB, key(i), Some(value(1, i, 150))));
+    }
+    let mut out = vec![first];
+    for c in 2..=9usize {
+        let i = (c as u32 * 7) % 40;
+        let mut ops: Vec<Op> = vec![(DLT, key(i), Some(value(c, i, 50)))];
+        if c % 3 == 0 {
+            ops.push((DLT, key(i + 1), None));
+        }
+        if c % 2 == 0 {
+            ops.push((DLT_BLOB, key(i % 30), Some(value(c, i, 120))));
+        }
+        out.push(ops);
+    }
+    out
+}
+
 fn apply(m: &mut Model, ops: &[Op]) {
     for (store, k, v) in ops {
         let s = m.entry((*store).to_owned()).or_default();
@@ -109,7 +142,8 @@ fn run_commit(db: &Database, n: usize, ops: &[Op]) {
     let tx = db.begin(TransactionMode::ForWriting).unwrap();
     let mut handles = BTreeMap::new();
     if n == 1 {
-        for s in [INL, BLOB] {
+        // Commit 1 creates the stores it names.
+        for s in ops.iter().map(|o| o.0).collect::<BTreeSet<_>>() {
             handles.insert(s, tx.new_raw_btree(s, store_options(s)).unwrap());
         }
     }
@@ -143,6 +177,11 @@ enum Layout {
     Multi,
     /// 64 KiB segments, a checkpoint in the middle.
     MultiCheckpoint,
+    /// Small commits into large leaves (leaf deltas), one segment, no checkpoint.
+    Deltas,
+    /// As `Deltas`, with a checkpoint before the last two commits: most deltas and their bases
+    /// are read only when a key needs them.
+    DeltasCheckpoint,
 }
 
 struct Golden {
@@ -203,7 +242,7 @@ fn options(layout: Layout, path: &Path) -> DatabaseOptions {
         ..DatabaseOptions::new(path)
     };
     match layout {
-        Layout::Small | Layout::SmallCheckpoint => base,
+        Layout::Small | Layout::SmallCheckpoint | Layout::Deltas | Layout::DeltasCheckpoint => base,
         Layout::Multi | Layout::MultiCheckpoint => DatabaseOptions {
             segment_bytes: 1 << 16,
             ..base
@@ -214,11 +253,17 @@ fn options(layout: Layout, path: &Path) -> DatabaseOptions {
 fn build(layout: Layout) -> Golden {
     let dir = scratch();
     let big = matches!(layout, Layout::Multi | Layout::MultiCheckpoint);
-    let all = commits(big);
+    let deltas = matches!(layout, Layout::Deltas | Layout::DeltasCheckpoint);
+    let all = if deltas {
+        delta_commits()
+    } else {
+        commits(big)
+    };
     let checkpoint_after = match layout {
-        Layout::Small | Layout::Multi => None,
+        Layout::Small | Layout::Multi | Layout::Deltas => None,
         Layout::SmallCheckpoint => Some(3),
         Layout::MultiCheckpoint => Some(all.len() / 2),
+        Layout::DeltasCheckpoint => Some(all.len() - 2),
     };
     let mut models = vec![Model::new()];
     {
@@ -227,8 +272,9 @@ fn build(layout: Layout) -> Golden {
             run_commit(&db, i + 1, ops);
             let mut m = models.last().unwrap().clone();
             if i == 0 {
-                m.insert(INL.into(), BTreeMap::new());
-                m.insert(BLOB.into(), BTreeMap::new());
+                for (store, _, _) in ops {
+                    m.insert((*store).into(), BTreeMap::new());
+                }
             }
             apply(&mut m, ops);
             models.push(m);
@@ -613,7 +659,7 @@ fn damage_log(layout: Layout) {
     let last = *segs.last().unwrap();
     let ckpt = g.checkpoint_position();
     eprintln!("{layout:?}: segments {segs:?}, checkpoint at {ckpt:?}");
-    let all = matches!(layout, Layout::Small | Layout::SmallCheckpoint);
+    let all = !matches!(layout, Layout::Multi | Layout::MultiCheckpoint);
     let mut tally = Tally::default();
     let mut kinds = BTreeSet::new();
     let any_seg: Vec<String> = segs.iter().map(|s| seg_name(*s)).collect();
@@ -710,6 +756,15 @@ fn damage_log(layout: Layout) {
         kinds.contains(&KIND_NODE) && kinds.contains(&KIND_BLOB) && kinds.contains(&KIND_COMMIT),
         "{layout:?}: not every record kind was damaged: {kinds:?}"
     );
+    if matches!(layout, Layout::Deltas | Layout::DeltasCheckpoint) {
+        let n = segs
+            .iter()
+            .flat_map(|s| records(&g.log().join(seg_name(*s))))
+            .filter(|r| r.kind == KIND_DELTA)
+            .count();
+        assert!(n >= 8, "{layout:?}: only {n} leaf delta records");
+        assert!(kinds.contains(&KIND_DELTA));
+    }
     if segs.len() > 1 {
         // A sealed segment that disappears.
         let mid = segs[segs.len() / 2];
@@ -750,6 +805,17 @@ fn damaged_log_sealed_segments_no_checkpoint() {
 #[test]
 fn damaged_log_sealed_segments_with_checkpoint() {
     damage_log(Layout::MultiCheckpoint);
+}
+
+/// Every byte class of every leaf delta and of the full images the deltas apply to.
+#[test]
+fn damaged_log_leaf_deltas_no_checkpoint() {
+    damage_log(Layout::Deltas);
+}
+
+#[test]
+fn damaged_log_leaf_deltas_with_checkpoint() {
+    damage_log(Layout::DeltasCheckpoint);
 }
 
 /// Every commit record of a sealed segment, damaged: recovery must refuse to open (a sealed
