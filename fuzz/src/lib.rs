@@ -226,7 +226,7 @@ pub fn split_in_doubt(payload: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     for _ in 0..n {
         get_meta(&mut r).ok()?;
     }
-    let n = r.count(36, "").ok()?;
+    let n = r.count(sop::log::record::ENTRY_BYTES, "").ok()?;
     for _ in 0..n {
         get_entry(&mut r).ok()?;
     }
@@ -280,7 +280,7 @@ pub fn has_huge_logical_id(payload: &[u8]) -> bool {
             return false;
         }
     }
-    let Ok(n) = r.count(36, "") else { return false };
+    let Ok(n) = r.count(sop::log::record::ENTRY_BYTES, "") else { return false };
     for _ in 0..n {
         match get_entry(&mut r) {
             Ok((id, _)) if id > HUGE_ID => return true,

@@ -130,10 +130,12 @@ impl SearchIndex {
         }
         let pw = word(probe, c);
         let lo = self.words.partition_point(|&w| w < pw);
-        let ties = self.words[lo..].partition_point(|&w| w == pw);
-        if ties == 0 {
+        // Ties are rare (keys equal in their first `c + 8` bytes): count them only when the
+        // first word at `lo` is one.
+        if self.words.get(lo) != Some(&pw) {
             return lo;
         }
+        let ties = self.words[lo..].iter().take_while(|&&w| w == pw).count();
         // Keys with the probe's word: compare what follows the common prefix.
         let tail = &probe[c..];
         let below = |i: usize| {
