@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         _ => Vec::new(),
     };
     let Ok(items) = delta::apply(&base, body) else { return };
-    assert!(items.len() <= base.len() + body.len() / 19, "more items than the delta holds");
+    assert!(items.len() <= base.len() + body.len() / 4, "more items than the delta holds");
     for unique in [false, true] {
         let order = Order { custom: None, unique };
         let mut w = Writer::default();

@@ -8,7 +8,8 @@
 //! body: base item count varint | result item count varint | ops until the end:
 //!   1 keep n varint    copy the next n items of the base
 //!   2 drop n varint    skip the next n items of the base
-//!   3 insert item      an item, encoded as inside a leaf
+//!   3 insert item      an item, encoded as inside a leaf, against the low id bits of the
+//!                      base's first item (0 for an empty base)
 //! the base items left after the last op are kept
 //! ```
 //!
@@ -26,13 +27,19 @@ use crate::codec::{DecodeError, Reader, Writer};
 const KEEP: u8 = 1;
 const DROP: u8 = 2;
 const INSERT: u8 = 3;
-/// Fewest bytes an inserted item takes (empty key: 1 + 16 + tag + empty value).
-const MIN_ITEM: usize = 19;
+/// Fewest bytes an inserted item takes (empty key, one-byte id, flags, empty value).
+const MIN_ITEM: usize = 4;
+
+/// The low id bits inserted items are encoded against.
+fn context_lo(base: &[Item]) -> u64 {
+    base.first().map_or(0, |i| super::node::id_lo(i.id))
+}
 
 /// Appends the edit from `base` to `new` to `w`. Returns false (and leaves `w` as it was)
 /// when the edit would take more than `limit` bytes.
 pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Writer) -> bool {
     let start = w.len();
+    let lo = context_lo(base);
     w.varint(base.len() as u64);
     w.varint(new.len() as u64);
     let mut run: Option<(u8, u64)> = None;
@@ -63,7 +70,7 @@ pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Wr
         if insert {
             flush_run(w, &mut run);
             w.u8(INSERT);
-            new[j].encode(w);
+            new[j].encode(w, lo);
             j += 1;
             if w.len() - start > limit {
                 w.buf.truncate(start);
@@ -128,6 +135,7 @@ pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
     if n > base.len() + r.remaining() / MIN_ITEM {
         return Err(bad(&r, "delta item count exceeds what the delta can hold"));
     }
+    let lo = context_lo(base);
     let mut out = Vec::with_capacity(n);
     let mut i = 0usize;
     while r.remaining() > 0 {
@@ -144,7 +152,7 @@ pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
                 }
                 i = end;
             }
-            INSERT => out.push(Item::decode(&mut r)?),
+            INSERT => out.push(Item::decode(&mut r, lo)?),
             _ => return Err(bad(&r, "unknown delta op")),
         }
         if out.len() > n {

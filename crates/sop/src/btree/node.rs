@@ -228,45 +228,81 @@ pub struct Item {
     pub value: ValueRef,
 }
 
+/// Flags byte of an encoded item or separator: the low 64 bits of its id follow explicitly
+/// (they differ from the node's).
+const OWN_LO: u8 = 0x80;
+/// Flags byte: the value tag bits (0 inline, 1 blob).
+const TAG_BITS: u8 = 0x7F;
+
+/// The low 64 bits of an id: the part that tells processes apart (usually one per node).
+#[must_use]
+pub fn id_lo(id: ItemId) -> u64 {
+    id as u64
+}
+
+/// Appends an id as `hi varint | flags | [lo u64]` against the node's `lo`.
+fn put_id(w: &mut Writer, id: ItemId, lo: u64, tag: u8) {
+    w.varint((id >> 64) as u64);
+    if id_lo(id) == lo {
+        w.u8(tag);
+    } else {
+        w.u8(tag | OWN_LO);
+        w.u64(id_lo(id));
+    }
+}
+
+/// Reads what [`put_id`] wrote: the id and the tag bits.
+fn get_id(r: &mut Reader<'_>, lo: u64) -> Result<(ItemId, u8), DecodeError> {
+    let hi = r.varint("item id")?;
+    let flags = r.u8("item flags")?;
+    let lo = if flags & OWN_LO != 0 {
+        r.u64("item id low bits")?
+    } else {
+        lo
+    };
+    Ok(((u128::from(hi) << 64) | u128::from(lo), flags & TAG_BITS))
+}
+
 impl Item {
-    /// Appends the byte form (as inside a leaf): key, item id, value.
-    pub fn encode(&self, w: &mut Writer) {
+    /// Appends the byte form (as inside a leaf) against the node's `lo` (see [`id_lo`]): key,
+    /// item id, value.
+    pub fn encode(&self, w: &mut Writer, lo: u64) {
         w.bytes(&self.key);
-        w.u128(self.id);
         match &self.value {
             ValueRef::Inline(v) => {
-                w.u8(0);
+                put_id(w, self.id, lo, 0);
                 w.bytes(v);
             }
             ValueRef::Blob { id, len } => {
-                w.u8(1);
+                put_id(w, self.id, lo, 1);
                 w.u64(*id);
                 w.varint(*len);
             }
             // The commit path turns every pending value into a blob first.
             ValueRef::Pending(v) => {
-                w.u8(0);
+                put_id(w, self.id, lo, 0);
                 w.bytes(v);
             }
         }
     }
 
-    /// Bytes of the byte form, about (exact up to varint lengths).
+    /// Bytes of the byte form, about (exact up to varint lengths and ids from other
+    /// processes).
     #[must_use]
     pub fn encoded_len(&self) -> usize {
-        18 + self.key.len()
+        6 + self.key.len()
             + match &self.value {
-                ValueRef::Inline(v) => 2 + v.len(),
-                ValueRef::Blob { .. } => 12,
-                ValueRef::Pending(v) => 4 + v.len(),
+                ValueRef::Inline(v) => 1 + v.len(),
+                ValueRef::Blob { .. } => 11,
+                ValueRef::Pending(v) => 3 + v.len(),
             }
     }
 
-    /// Decodes what [`Item::encode`] wrote.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Item, DecodeError> {
+    /// Decodes what [`Item::encode`] wrote (with the same `lo`).
+    pub fn decode(r: &mut Reader<'_>, lo: u64) -> Result<Item, DecodeError> {
         let key = r.bytes("item key")?.into();
-        let id = r.u128("item id")?;
-        let value = match r.u8("value tag")? {
+        let (id, tag) = get_id(r, lo)?;
+        let value = match tag {
             0 => ValueRef::Inline(InlineValue::new(r.bytes("inline value")?)),
             1 => ValueRef::Blob {
                 id: r.u64("blob id")?,
@@ -373,16 +409,24 @@ impl Node {
             Node::Leaf(items) => {
                 w.u8(LEAF);
                 w.varint(items.len() as u64);
-                for it in items {
-                    it.encode(w);
+                if let Some(first) = items.first() {
+                    let lo = id_lo(first.id);
+                    w.u64(lo);
+                    for it in items {
+                        it.encode(w, lo);
+                    }
                 }
             }
             Node::Internal { seps, children } => {
                 w.u8(INTERNAL);
                 w.varint(seps.len() as u64);
-                for s in seps {
-                    w.bytes(&s.key);
-                    w.u128(s.id);
+                if let Some(first) = seps.first() {
+                    let lo = id_lo(first.id);
+                    w.u64(lo);
+                    for s in seps {
+                        w.bytes(&s.key);
+                        put_id(w, s.id, lo, 0);
+                    }
                 }
                 for c in children {
                     w.u64(*c);
@@ -396,19 +440,27 @@ impl Node {
         let mut r = Reader::new(b);
         let node = match r.u8("node kind")? {
             LEAF => {
-                let n = r.count(18, "leaf item count")?;
+                let n = r.count(4, "leaf item count")?;
+                let lo = if n > 0 { r.u64("node id low bits")? } else { 0 };
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(Item::decode(&mut r)?);
+                    items.push(Item::decode(&mut r, lo)?);
                 }
                 Node::Leaf(items)
             }
             INTERNAL => {
-                let n = r.count(17, "separator count")?;
+                let n = r.count(11, "separator count")?;
+                let lo = if n > 0 { r.u64("node id low bits")? } else { 0 };
                 let mut seps = Vec::with_capacity(n);
                 for _ in 0..n {
                     let key = r.bytes("separator key")?.into();
-                    let id = r.u128("separator id")?;
+                    let (id, tag) = get_id(&mut r, lo)?;
+                    if tag != 0 {
+                        return Err(DecodeError {
+                            at: r.pos(),
+                            what: "separator flags hold unknown bits",
+                        });
+                    }
                     seps.push(Sep { key, id });
                 }
                 if r.remaining() != (n + 1) * 8 {
@@ -452,13 +504,24 @@ mod tests {
                 id: 8,
                 value: ValueRef::Blob { id: 99, len: 1000 },
             },
+            Item {
+                key: b"c".to_vec().into(),
+                id: (u128::from(u64::MAX) << 64) | 7,
+                value: ValueRef::Inline(InlineValue::new(&[5; 40])),
+            },
         ]);
         let internal = Node::Internal {
-            seps: vec![Sep {
-                key: b"m".to_vec().into(),
-                id: 3,
-            }],
-            children: vec![4, 5],
+            seps: vec![
+                Sep {
+                    key: b"m".to_vec().into(),
+                    id: 3,
+                },
+                Sep {
+                    key: b"n".to_vec().into(),
+                    id: (9 << 64) | 4,
+                },
+            ],
+            children: vec![4, 5, 6],
         };
         for node in [leaf, internal] {
             let mut w = Writer::default();
