@@ -189,6 +189,19 @@ pub struct Row {
     pub bytes_on_disk: Option<u64>,
 }
 
+/// Adds `r` to `rows`, or replaces the same engine's row of the same workload and op when `r`
+/// is faster (the size measured in that run comes with it): the best of repeated runs.
+pub fn keep_best(rows: &mut Vec<Row>, r: Row) {
+    match rows
+        .iter_mut()
+        .find(|x| x.engine == r.engine && x.workload == r.workload && x.op == r.op)
+    {
+        Some(x) if r.ops_per_sec > x.ops_per_sec => *x = r,
+        Some(_) => {}
+        None => rows.push(r),
+    }
+}
+
 impl Row {
     /// The row as a JSON object.
     #[must_use]

@@ -354,6 +354,32 @@ fn bench_forwards_to_sop_bench() {
         rows.iter()
             .all(|r| r["engine"] == "sop" && r["workload"] == "W1")
     );
+    // Repeated runs: one row per operation, the best of the runs.
+    let o = Command::new(SOP)
+        .args([
+            "bench",
+            "--workload",
+            "W1",
+            "--n",
+            "200",
+            "--engines",
+            "sop",
+        ])
+        .args(["--repeat", "3", "--no-sync", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&stdout(&o));
+    let mut ops: Vec<&str> = rows.iter().filter_map(|r| r["op"].as_str()).collect();
+    ops.sort_unstable();
+    assert_eq!(ops, ["delete", "insert", "read"]);
+    assert!(rows.iter().all(|r| r["ops_per_sec"].as_f64() > Some(0.0)));
+    let zero = Command::new(SOP)
+        .args(["bench", "--repeat", "0"])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
     let e = Command::new(SOP)
         .args(["bench", "--engines", "nosuch"])
         .output()

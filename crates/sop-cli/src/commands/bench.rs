@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use sop_bench::workloads::DEFAULT_SEED;
+use sop_bench::workloads::{DEFAULT_SEED, keep_best};
 use sop_bench::{EngineConfig, Row, Workload, engines};
 
 use crate::output::Out;
@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Seed of the random keys and values.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+    /// Runs of each workload per engine (fresh databases, engines taking turns); each row
+    /// reports the engine's best run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 /// Removes the folder it holds when dropped.
@@ -62,9 +66,10 @@ pub fn run(a: &BenchArgs, out: Out) -> Result<ExitCode> {
     tracing::info!(n = a.n, engines = %names.join(","), dir = %root.display(), "benchmark");
     let mut rows: Vec<Row> = Vec::new();
     let mut failures = 0;
-    let pb = out.progress((workloads.len() * names.len()) as u64, "bench", false);
+    let runs = workloads.len() * names.len() * a.repeat as usize;
+    let pb = out.progress(runs as u64, "bench", false);
     for w in &workloads {
-        for name in &names {
+        for name in (0..a.repeat).flat_map(|_| names.iter()) {
             pb.set_message(format!("{w} on {name}"));
             let dir = root.join(format!("{w}-{name}"));
             if dir.exists() {
@@ -73,10 +78,10 @@ pub fn run(a: &BenchArgs, out: Out) -> Result<ExitCode> {
             match w.run(name, &dir, &cfg, a.n, a.seed) {
                 Ok(got) => {
                     for r in got {
-                        if out.json {
+                        if out.json && a.repeat == 1 {
                             pb.suspend(|| out.json_line(&r.to_json()))?;
                         }
-                        rows.push(r);
+                        keep_best(&mut rows, r);
                     }
                 }
                 Err(e) => {
@@ -89,6 +94,11 @@ pub fn run(a: &BenchArgs, out: Out) -> Result<ExitCode> {
         }
     }
     pb.finish_and_clear();
+    if out.json && a.repeat > 1 {
+        for r in &rows {
+            out.json_line(&r.to_json())?;
+        }
+    }
     if !out.json {
         out.table(
             &[
