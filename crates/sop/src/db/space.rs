@@ -7,7 +7,7 @@
 //!   (the checkpoint's log position is in a later segment), and
 //! - no running transaction holds a snapshot old enough to read from it.
 //!
-//! A sealed segment that is mostly garbage is *compacted*: its live records are copied to the
+//! A sealed segment less than two thirds live is *compacted*: its live records are copied to the
 //! head of the log by a relocation commit (same versions, new locations), after which it holds
 //! no live bytes and is deleted as above. So the log never grows without bound.
 
@@ -218,7 +218,9 @@ impl Space {
         shared.storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
     }
 
-    /// A sealed segment worth compacting: mostly garbage but still holding live records.
+    /// A sealed segment worth compacting: less than two thirds live (leaf deltas keep up to
+    /// 1.5 times a leaf's bytes live, so a lower bar let files grow to three times the data)
+    /// but still holding live records.
     pub fn compaction_candidate(
         &mut self,
         files: &LogFiles,
@@ -237,7 +239,7 @@ impl Space {
                     s
                 }
             };
-            if i.live * 2 < size {
+            if i.live * 3 < size * 2 {
                 return Ok(Some(*seg));
             }
         }
