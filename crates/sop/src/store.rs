@@ -359,6 +359,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Records a write that read its key first (an update or a removal). In stores of unique
+    /// keys the written key is validated as a read too (see `txn::access`); with duplicates
+    /// the read is recorded on its own.
+    fn read_and_wrote(&mut self, k: &[u8]) {
+        if !self.nodes.store.shape.order.unique {
+            self.read_point(k);
+        }
+        self.wrote(k);
+    }
+
     /// Records that the cursor moved from `from` (exclusive side unknown: included) to `pos`.
     fn read_span(&mut self, from: Bound<&[u8]>, pos: Option<&Pos>, forward: bool) {
         if !self.nodes.track {
@@ -379,10 +389,6 @@ impl Ctx<'_> {
         if only_if_absent && !self.nodes.store.shape.order.unique && self.find(key)? {
             return Ok(false);
         }
-        if self.nodes.store.shape.order.unique {
-            // Adding reads whether the key exists.
-            self.read_point(key);
-        }
         let id = self.nodes.shared.new_item_id();
         let v = self.new_value(value)?;
         let shape = self.shape();
@@ -396,9 +402,13 @@ impl Ctx<'_> {
         self.nodes.store.meta.root = root;
         if added {
             self.nodes.store.meta.count += 1;
+            // Unique keys: the written key counts as read (that it was absent). Duplicates:
+            // adding one reads nothing.
             self.wrote(key);
             self.cursor.current = Some((key.into(), id));
         } else {
+            // Adding read that the key exists (unique stores refuse the duplicate).
+            self.read_point(key);
             self.drop_value(&v);
             let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
             self.set_cursor(pos);
@@ -532,15 +542,13 @@ impl Ctx<'_> {
         if let Some(ov) = old_value {
             self.drop_value(&ov);
         }
-        self.read_point(&key);
-        self.wrote(&key);
+        self.read_and_wrote(&key);
         self.cursor.current = Some((key, old.id));
         Ok(true)
     }
 
     /// Removes the first item with `key`; the cursor is left without a current item.
     fn remove_key(&mut self, key: &[u8]) -> Result<bool> {
-        self.read_point(key);
         self.set_cursor(None);
         let id = if self.nodes.store.shape.order.unique {
             // Ids are not compared in unique stores: the removal finds the item itself.
@@ -550,7 +558,10 @@ impl Ctx<'_> {
             let order = &self.nodes.store.shape.order;
             match pos.as_ref().and_then(Pos::item) {
                 Some(i) if order.keys(&i.key, key) == Ordering::Equal => i.id,
-                _ => return Ok(false),
+                _ => {
+                    self.read_point(key);
+                    return Ok(false);
+                }
             }
         };
         let shape = self.shape();
@@ -561,10 +572,14 @@ impl Ctx<'_> {
             Some(r) => {
                 self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
                 self.drop_value(&r.value);
-                self.wrote(key);
+                self.read_and_wrote(key);
                 Ok(true)
             }
-            None => Ok(false),
+            None => {
+                // The removal read that the key is absent.
+                self.read_point(key);
+                Ok(false)
+            }
         }
     }
 
@@ -587,8 +602,7 @@ impl Ctx<'_> {
         };
         self.nodes.store.meta.count = self.nodes.store.meta.count.saturating_sub(1);
         self.drop_value(&removed.value);
-        self.read_point(&key);
-        self.wrote(&key);
+        self.read_and_wrote(&key);
         // The cursor moves to the item that followed.
         let next = self.seek(&key, id, Seek::Gt)?;
         self.set_cursor(next);

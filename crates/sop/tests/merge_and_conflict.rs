@@ -522,6 +522,37 @@ fn conflict_same_new_key_added_in_unique_store() {
     assert_verified(&db);
 }
 
+/// A removal that found nothing read that the key is absent; a removal that removed it read
+/// it (recorded as its write): both conflict with a concurrent write of that key.
+#[test]
+fn conflict_removals_read_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut expect = one_leaf(&db);
+
+    // Remove of an absent key vs a concurrent add of it.
+    let t1 = db.begin(W).unwrap();
+    let t2 = db.begin(W).unwrap();
+    assert!(!store(&t2, "s").remove(&5).unwrap());
+    assert!(store(&t2, "s").add(&7, &7).unwrap());
+    assert!(store(&t1, "s").add(&5, &1).unwrap());
+    t1.commit().unwrap();
+    assert_conflict(&t2);
+    expect.insert(5, 1);
+
+    // Remove of a present key vs a concurrent update of it.
+    let t1 = db.begin(W).unwrap();
+    let t2 = db.begin(W).unwrap();
+    assert!(store(&t2, "s").remove(&5).unwrap());
+    assert!(store(&t1, "s").update(&5, &9).unwrap());
+    t1.commit().unwrap();
+    assert_conflict(&t2);
+    expect.insert(5, 9);
+
+    assert_eq!(contents(&db, "s"), expect);
+    assert_verified(&db);
+}
+
 #[test]
 fn conflict_both_create_the_same_store() {
     let dir = tempfile::tempdir().unwrap();

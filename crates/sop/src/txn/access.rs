@@ -5,8 +5,10 @@
 //! a cursor step, a `find` or a range scan covered, so an item inserted into it by someone else
 //! is a detected phantom). Writes are the keys added, updated or removed. A transaction
 //! conflicts with a transaction that committed after its snapshot when that one wrote a key
-//! this one read (which includes every key this one wrote: writes read first) or changed the
-//! item count this one read. This is backward-validation optimistic concurrency: committed
+//! this one read (which includes every key this one wrote: writes read first; in stores of
+//! unique keys a written key is checked as a read and not recorded twice, while in stores with
+//! duplicates adding a duplicate reads nothing, so removals and updates there record their read)
+//! or changed the item count this one read. This is backward-validation optimistic concurrency: committed
 //! `ForWriting` transactions are serializable in commit order.
 
 use std::cmp::Ordering;
@@ -59,7 +61,9 @@ impl Access {
         if written.is_empty() {
             return None;
         }
-        for p in &self.points {
+        // In stores of unique keys a key written is a key read (writes read first).
+        let also_written = if order.unique { &self.written[..] } else { &[] };
+        for p in self.points.iter().chain(also_written) {
             if let Ok(i) = written.binary_search_by(|w| order.keys(w, p)) {
                 return written.get(i);
             }
