@@ -389,7 +389,7 @@ impl Ctx<'_> {
         if only_if_absent && !self.nodes.store.shape.order.unique && self.find(key)? {
             return Ok(false);
         }
-        let id = self.nodes.shared.new_item_id();
+        let id = self.nodes.store.new_item_id(self.nodes.shared);
         let v = self.new_value(value)?;
         let shape = self.shape();
         let mut root = self.root();

@@ -442,3 +442,62 @@ fn for_each_in_matches_the_range_iterator_and_records_its_reads() {
     t2.commit().expect("commit");
     assert!(t1.commit().expect_err("conflict").is_retryable());
 }
+
+/// Item ids come from blocks a transaction reserves: every id is unique across transactions
+/// (concurrent ones included) and across reopen, and within a transaction newer duplicates
+/// come first.
+#[test]
+fn item_ids_are_unique_and_grow_within_a_transaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut ids = std::collections::BTreeSet::new();
+    for round in 0..2 {
+        let db = open(dir.path())?;
+        let tx = db.begin(TransactionMode::ForWriting)?;
+        let s = tx.new_raw_btree("dups", StoreOptions::unique(false))?;
+        drop(s);
+        tx.commit()?;
+        // Two transactions at once, interleaving their adds of one key.
+        let (t1, t2) = (
+            db.begin(TransactionMode::ForWriting)?,
+            db.begin(TransactionMode::ForWriting)?,
+        );
+        let (s1, s2) = (t1.open_raw_btree("dups")?, t2.open_raw_btree("dups")?);
+        for i in 0..300u32 {
+            s1.add(b"k", &i.to_le_bytes())?;
+            s2.add(b"j", &i.to_le_bytes())?;
+        }
+        drop((s1, s2));
+        t1.commit()?;
+        t2.commit()?;
+        let tx = db.begin(TransactionMode::ForReading)?;
+        let s = tx.open_raw_btree("dups")?;
+        for key in [&b"j"[..], b"k"] {
+            let items: Vec<_> = s
+                .iter()
+                .map(|it| it.map_err(anyhow::Error::from))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|it| it.key == key)
+                .collect();
+            assert_eq!(items.len(), 300 * (round + 1));
+            // This round's transaction is the newest: its items come first.
+            let mine: Vec<_> = items.iter().take(300).collect();
+            let newest_of_older = items.iter().skip(300).map(|it| it.id).max();
+            assert!(newest_of_older.is_none_or(|old| mine.iter().all(|it| it.id > old)));
+            // Newest first: this round's values 299, 298, ... 0 come first.
+            for (n, it) in mine.iter().enumerate() {
+                assert_eq!(it.value, (299 - n as u32).to_le_bytes(), "round {round}");
+            }
+            for it in &items {
+                ids.insert((it.key.clone(), it.id));
+            }
+        }
+        drop(s);
+        drop(tx);
+    }
+    // 600 items per key over the two rounds, no id used twice.
+    assert_eq!(ids.len(), 1200);
+    let distinct: std::collections::BTreeSet<_> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(distinct.len(), 1200);
+    Ok(())
+}

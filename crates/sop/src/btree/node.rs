@@ -19,8 +19,9 @@ use std::sync::Arc;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::registry::LogicalId;
 
-/// Identity of an item, stable for its life; tells duplicates apart. The high 64 bits are a
-/// database-wide counter (so newer items have larger ids), the low 64 bits tell processes apart.
+/// Identity of an item, stable for its life; tells duplicates apart. The high 64 bits come from
+/// a database-wide counter (reserved in blocks per transaction: newer items of a transaction
+/// have larger ids), the low 64 bits tell processes apart.
 pub type ItemId = u128;
 
 /// Bytes of a key kept inside the item itself (no heap allocation, no pointer to chase when

@@ -264,10 +264,10 @@ impl Shared {
             })
     }
 
-    /// A fresh item id: counter in the high half, process tag in the low half.
-    pub fn new_item_id(&self) -> u128 {
-        let n = self.next_item.fetch_add(1, Ordering::Relaxed);
-        (u128::from(n) << 64) | u128::from(self.item_tag)
+    /// Reserves `n` consecutive item counters (a transaction's block, so it need not touch
+    /// the shared counter on every add); returns the first.
+    pub fn reserve_item_ids(&self, n: u64) -> u64 {
+        self.next_item.fetch_add(n, Ordering::Relaxed)
     }
 
     /// Records a housekeeping failure.

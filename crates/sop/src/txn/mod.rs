@@ -173,6 +173,8 @@ impl TxnState {
             dropped: false,
             count_read: false,
             changes: 0,
+            ids: 0..0,
+            id_block: 1,
         };
         self.names.insert(name.to_owned(), meta.id);
         self.stores.insert(meta.id, ts);
@@ -222,6 +224,8 @@ impl TxnState {
                     dropped: false,
                     count_read: false,
                     changes: 0,
+                    ids: 0..0,
+                    id_block: 1,
                 };
                 self.names.insert(name.to_owned(), id);
                 self.stores.insert(id, ts);

@@ -58,9 +58,33 @@ pub(crate) struct TxnStore {
     pub count_read: bool,
     /// Bumped on every change, so cursors know to re-seek.
     pub changes: u64,
+    /// Item counters reserved for this transaction's adds (see [`TxnStore::new_item_id`]).
+    pub ids: std::ops::Range<u64>,
+    /// Size of the next block to reserve (doubles up to [`ID_BLOCK_MAX`]).
+    pub id_block: u64,
 }
 
+/// The largest block of item counters a transaction reserves at once.
+const ID_BLOCK_MAX: u64 = 1024;
+
 impl TxnStore {
+    /// A new item id: the next counter of the transaction's reserved block (blocks of 1, 2,
+    /// 4, ... up to 1,024, so a small transaction wastes few counters and a large one rarely
+    /// touches the shared counter) with the process's tag.
+    pub fn new_item_id(&mut self, shared: &Shared) -> ItemId {
+        let n = match self.ids.next() {
+            Some(n) => n,
+            None => {
+                let size = self.id_block.clamp(1, ID_BLOCK_MAX);
+                self.id_block = size * 2;
+                let first = shared.reserve_item_ids(size);
+                self.ids = first + 1..first + size;
+                first
+            }
+        };
+        (u128::from(n) << 64) | u128::from(shared.item_tag)
+    }
+
     /// True when the transaction changed this store.
     pub fn is_changed(&self) -> bool {
         self.base.is_none()
