@@ -185,26 +185,36 @@ fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
         // with the probe's computed once.
         let kp = probe_prefix(key);
         return first_not(seps.len(), |i| {
-            fast_cmp(&seps[i].key, key, kp) != Ordering::Greater
+            // As in `lower_bound`.
+            let k = &seps[i].key;
+            let p = k.prefix16();
+            if p == kp {
+                fast_cmp(k, key, kp) != Ordering::Greater
+            } else {
+                p < kp
+            }
         });
     }
     seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
 }
 
 /// The first index in `0..n` where `below` is false (`below` is true, then false): a binary
-/// search inlined into its caller, comparisons included.
+/// search inlined into its caller, comparisons included. The loop narrows by halves with a
+/// select, not a branch on the comparison (whose outcome is a coin flip for the predictor).
 #[inline(always)]
 fn first_not(n: usize, mut below: impl FnMut(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if below(mid) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    if n == 0 {
+        return 0;
     }
-    lo
+    // The answer lies in base..=base + size.
+    let (mut base, mut size) = (0, n);
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        base = std::hint::select_unpredictable(below(mid), mid, base);
+        size -= half;
+    }
+    base + usize::from(below(base))
 }
 
 /// The first 16 bytes of `k` as a big-endian number, zero-padded: for keys that differ in
@@ -345,7 +355,15 @@ pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId)
         // As in `child_index`.
         let kp = probe_prefix(key);
         return first_not(items.len(), |i| {
-            fast_cmp(&items[i].key, key, kp) == Ordering::Less
+            // Only a tie on the 16-byte prefixes (rare, well predicted) takes a branch; the
+            // common outcome is one comparison the search selects on.
+            let k = &items[i].key;
+            let p = k.prefix16();
+            if p == kp {
+                fast_cmp(k, key, kp) == Ordering::Less
+            } else {
+                p < kp
+            }
         });
     }
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)

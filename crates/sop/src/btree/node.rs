@@ -241,6 +241,31 @@ pub fn id_lo(id: ItemId) -> u64 {
     id as u64
 }
 
+/// The low id half a node is encoded against: the most common one among `ids` (the first of
+/// equally common ones), so the fewest ids carry their own. Almost always every id of a node
+/// has the same one.
+fn node_lo(ids: impl Iterator<Item = ItemId> + Clone) -> u64 {
+    let mut all = ids.clone().map(id_lo);
+    let Some(first) = all.next() else {
+        return 0;
+    };
+    if all.all(|lo| lo == first) {
+        return first;
+    }
+    let mut counts: Vec<(u64, usize)> = Vec::new();
+    for lo in ids.map(id_lo) {
+        match counts.iter_mut().find(|(l, _)| *l == lo) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((lo, 1)),
+        }
+    }
+    let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    counts
+        .iter()
+        .find(|(_, n)| *n == best)
+        .map_or(first, |(lo, _)| *lo)
+}
+
 /// Appends an id as `hi varint | flags | [lo u64]` against the node's `lo`.
 fn put_id(w: &mut Writer, id: ItemId, lo: u64, tag: u8) {
     w.varint((id >> 64) as u64);
@@ -410,8 +435,8 @@ impl Node {
             Node::Leaf(items) => {
                 w.u8(LEAF);
                 w.varint(items.len() as u64);
-                if let Some(first) = items.first() {
-                    let lo = id_lo(first.id);
+                if !items.is_empty() {
+                    let lo = node_lo(items.iter().map(|i| i.id));
                     w.u64(lo);
                     for it in items {
                         it.encode(w, lo);
@@ -421,8 +446,8 @@ impl Node {
             Node::Internal { seps, children } => {
                 w.u8(INTERNAL);
                 w.varint(seps.len() as u64);
-                if let Some(first) = seps.first() {
-                    let lo = id_lo(first.id);
+                if !seps.is_empty() {
+                    let lo = node_lo(seps.iter().map(|s| s.id));
                     w.u64(lo);
                     for s in seps {
                         w.bytes(&s.key);
@@ -491,6 +516,26 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_encoded_against_the_most_common_low_half() {
+        let item = |k: u8, lo: u64| Item {
+            key: vec![k].into(),
+            id: (u128::from(k) << 64) | u128::from(lo),
+            value: ValueRef::Inline(InlineValue::new(b"v")),
+        };
+        // The first item is the odd one out: the others must not pay for it.
+        let odd_first = Node::Leaf(vec![item(1, 9), item(2, 5), item(3, 5), item(4, 5)]);
+        let same = Node::Leaf(vec![item(1, 5), item(2, 5), item(3, 5), item(4, 5)]);
+        let (mut a, mut b) = (Writer::default(), Writer::default());
+        odd_first.encode(&mut a);
+        same.encode(&mut b);
+        assert_eq!(a.buf.len(), b.buf.len() + 8);
+        assert_eq!(Node::decode(&a.buf).as_ref(), Ok(&odd_first));
+        // A tie takes the first of the most common.
+        assert_eq!(node_lo([1u128, 2, 2, 1].into_iter()), 1);
+        assert_eq!(node_lo(std::iter::empty()), 0);
+    }
 
     #[test]
     fn round_trip_and_truncations_fail() {
