@@ -88,6 +88,7 @@ fn main() -> Result<()> {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut failures = 0;
+    let quiet_threads = thread_count();
     for w in &workloads {
         for (round, name) in (0..cli.repeat).flat_map(|r| names.iter().map(move |n| (r, n))) {
             if round > 0 && !cli.json {
@@ -128,6 +129,7 @@ fn main() -> Result<()> {
             if !cli.keep && dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
+            settle(quiet_threads);
         }
     }
     if cli.json && cli.repeat > 1 {
@@ -147,6 +149,27 @@ fn main() -> Result<()> {
         bail!("{failures} workload run(s) failed");
     }
     Ok(())
+}
+
+/// Threads of this process (Linux), if known.
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
+}
+
+/// Lets an engine's background threads (flushers, compactions) finish after it was closed, so
+/// they do not run during the next engine's timed work: waits until the process is back to
+/// `quiet` threads (at most 2 s), then a moment more.
+fn settle(quiet: Option<usize>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while let (Some(q), Some(now)) = (quiet, thread_count()) {
+        if now <= q || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
 /// Ops/s with a k/M suffix.
