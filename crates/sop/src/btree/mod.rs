@@ -178,43 +178,61 @@ pub(crate) fn lower_bound_in(
     }
 }
 
+/// The first index in `0..n` where `$below` (an expression of the index `$i`) is false
+/// (`$below` is true, then false): a binary search written out in its caller, comparisons
+/// included (a closure here was not always inlined, costing a call per probe). The loop
+/// narrows by halves with a select, not a branch on the comparison (whose outcome is a coin
+/// flip for the predictor).
+macro_rules! first_not {
+    ($n:expr, |$i:ident| $below:expr) => {{
+        let n: usize = $n;
+        if n == 0 {
+            0
+        } else {
+            // The answer lies in base..=base + size.
+            let (mut base, mut size) = (0usize, n);
+            while size > 1 {
+                let half = size / 2;
+                let mid = base + half;
+                let below = {
+                    let $i = mid;
+                    $below
+                };
+                base = std::hint::select_unpredictable(below, mid, base);
+                size -= half;
+            }
+            let $i = base;
+            base + usize::from($below)
+        }
+    }};
+}
+
 /// Index of the child of an internal node to descend into for target `(key, id)`.
 fn child_index(shape: &Shape, seps: &[Sep], key: &[u8], id: ItemId) -> usize {
     if shape.plain() {
         // Unique byte order (the common case): ids play no part; compare 16-byte prefixes,
         // with the probe's computed once.
         let kp = probe_prefix(key);
-        return first_not(seps.len(), |i| {
-            // As in `lower_bound`.
-            let k = &seps[i].key;
-            let p = k.prefix16();
-            if p == kp {
-                fast_cmp(k, key, kp) != Ordering::Greater
-            } else {
-                p < kp
-            }
-        });
+        return first_not!(seps.len(), |i| key_below(&seps[i].key, key, kp, true));
     }
     seps.partition_point(|s| shape.order.full(&s.key, s.id, key, id) != Ordering::Greater)
 }
 
-/// The first index in `0..n` where `below` is false (`below` is true, then false): a binary
-/// search inlined into its caller, comparisons included. The loop narrows by halves with a
-/// select, not a branch on the comparison (whose outcome is a coin flip for the predictor).
+/// True when `k` orders before the probe (`or_equal`: or is equal to it); `kp` is the probe's
+/// 16-byte prefix. Only a tie on the prefixes (rare, well predicted) takes a branch; the common
+/// outcome is one comparison a search selects on.
 #[inline(always)]
-fn first_not(n: usize, mut below: impl FnMut(usize) -> bool) -> usize {
-    if n == 0 {
-        return 0;
+fn key_below(k: &KeyBuf, probe: &[u8], kp: u128, or_equal: bool) -> bool {
+    let p = k.prefix16();
+    if p == kp {
+        match fast_cmp(k, probe, kp) {
+            Ordering::Less => true,
+            Ordering::Equal => or_equal,
+            Ordering::Greater => false,
+        }
+    } else {
+        p < kp
     }
-    // The answer lies in base..=base + size.
-    let (mut base, mut size) = (0, n);
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        base = std::hint::select_unpredictable(below(mid), mid, base);
-        size -= half;
-    }
-    base + usize::from(below(base))
 }
 
 /// The first 16 bytes of `k` as a big-endian number, zero-padded: for keys that differ in
@@ -354,17 +372,7 @@ pub(crate) fn lower_bound(shape: &Shape, items: &[Item], key: &[u8], id: ItemId)
     if shape.plain() {
         // As in `child_index`.
         let kp = probe_prefix(key);
-        return first_not(items.len(), |i| {
-            // Only a tie on the 16-byte prefixes (rare, well predicted) takes a branch; the
-            // common outcome is one comparison the search selects on.
-            let k = &items[i].key;
-            let p = k.prefix16();
-            if p == kp {
-                fast_cmp(k, key, kp) == Ordering::Less
-            } else {
-                p < kp
-            }
-        });
+        return first_not!(items.len(), |i| key_below(&items[i].key, key, kp, false));
     }
     items.partition_point(|it| shape.order.full(&it.key, it.id, key, id) == Ordering::Less)
 }

@@ -203,7 +203,7 @@ proptest! {
     fn first_not_is_the_partition_point(n in 0usize..300, cut in 0usize..301) {
         let cut = cut.min(n);
         let v: Vec<bool> = (0..n).map(|i| i < cut).collect();
-        prop_assert_eq!(super::first_not(n, |i| v[i]), cut);
+        prop_assert_eq!(first_not!(n, |i| v[i]), cut);
         prop_assert_eq!(v.partition_point(|b| *b), cut);
     }
 }
