@@ -129,6 +129,11 @@ impl Batch {
             node.encode(&mut w);
             *out = w.buf;
         });
+        self.framed(rel, id, Location::default(), Some(Arc::clone(node)));
+    }
+
+    /// Records the image framed at `rel..` (to the end of the batch).
+    fn framed(&mut self, rel: u64, id: ImageId, base: Location, node: Option<Arc<Node>>) {
         let len = (self.bytes.len() as u64 - rel) as u32;
         self.images.push(Image {
             logical: id.logical,
@@ -136,8 +141,8 @@ impl Batch {
             version: id.version,
             rel,
             len,
-            base: Location::default(),
-            node: Some(Arc::clone(node)),
+            base,
+            node,
         });
     }
 
@@ -173,32 +178,14 @@ impl Batch {
             Kind::NodeDelta,
             &[&image_prefix(id), &self.scratch.buf],
         );
-        let len = (self.bytes.len() as u64 - rel) as u32;
-        self.images.push(Image {
-            logical: id.logical,
-            store: id.store,
-            version: id.version,
-            rel,
-            len,
-            base,
-            node: Some(Arc::clone(node)),
-        });
+        self.framed(rel, id, base, Some(Arc::clone(node)));
         true
     }
 
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
         let rel = self.bytes.len() as u64;
         record::frame(&mut self.bytes, kind, &[&image_prefix(id), body]);
-        let len = (self.bytes.len() as u64 - rel) as u32;
-        self.images.push(Image {
-            logical: id.logical,
-            store: id.store,
-            version: id.version,
-            rel,
-            len,
-            base: Location::default(),
-            node,
-        });
+        self.framed(rel, id, Location::default(), node);
     }
 }
 
