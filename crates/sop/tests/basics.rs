@@ -501,3 +501,35 @@ fn item_ids_are_unique_and_grow_within_a_transaction() -> Result<()> {
     assert_eq!(distinct.len(), 1200);
     Ok(())
 }
+
+/// A folder written by another format version is refused with an error that says so (not
+/// silently misread).
+#[test]
+fn another_format_version_is_refused_clearly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let db = open(dir.path())?;
+        let tx = db.begin(TransactionMode::ForWriting)?;
+        let s = tx.new_raw_btree("s", StoreOptions::default())?;
+        s.add(b"k", b"v")?;
+        drop(s);
+        tx.commit()?;
+    }
+    // Rewrite the first segment's header as format 1, with a valid checksum.
+    let seg = dir.path().join("log").join("0000000001.seg");
+    let mut b = std::fs::read(&seg)?;
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = sop::codec::crc32c(&b[..28]);
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, &b)?;
+    // The checkpoint alone would not read the segment: remove it so recovery does.
+    std::fs::remove_file(dir.path().join("checkpoint.sop"))?;
+    match Database::open(DatabaseOptions::new(dir.path())) {
+        Err(Error::Corruption { reason, .. }) => {
+            assert!(reason.contains("format version 1"), "{reason}");
+            assert!(reason.contains("another version of sop"), "{reason}");
+        }
+        other => panic!("opened a format-1 folder: {other:?}"),
+    }
+    Ok(())
+}

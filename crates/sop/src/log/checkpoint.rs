@@ -145,7 +145,11 @@ pub fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Check
         return Err(Error::corruption(
             &path,
             8,
-            "unsupported checkpoint format version",
+            format!(
+                "unsupported checkpoint format version {format} (this build reads version \
+                 {FORMAT}: the folder was written by another version of sop, or the header is \
+                 damaged)"
+            ),
         ));
     }
     let mut n = [0u8; 8];

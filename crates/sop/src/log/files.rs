@@ -182,7 +182,15 @@ impl LogFiles {
         }
         let format = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if format != FORMAT {
-            return bad("unsupported segment format version");
+            return Err(Error::corruption(
+                self.path(seg),
+                8,
+                format!(
+                    "unsupported segment format version {format} (this build reads version \
+                     {FORMAT}: the folder was written by another version of sop, or the header \
+                     is damaged)"
+                ),
+            ));
         }
         if u32::from_le_bytes([h[12], h[13], h[14], h[15]]) != seg {
             return bad("segment id in header does not match the file name");
