@@ -545,6 +545,16 @@ fn commit(db: &Database, name: &str, create: Option<StoreOptions>, changes: &[Ch
     tx.commit().unwrap();
 }
 
+/// Creates store `s` (slot_length 64) holding 50 items of ~100 bytes (keys `key(0)`,
+/// `key(2)`, ... `key(98)`): one leaf of ~6 KB, which small commits then change by deltas.
+fn seed_one_leaf(db: &Database, model: &mut Model) {
+    let bulk: Vec<Change> = (0..50u32)
+        .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
+        .collect();
+    commit(db, "s", Some(store_opts(64)), &bulk);
+    apply(model, &bulk);
+}
+
 fn read_store(db: &Database, name: &str) -> sop::Result<Model> {
     let tx = db.begin(TransactionMode::ForReading)?;
     let s = tx.open_raw_btree(name)?;
@@ -629,12 +639,7 @@ fn small_commits_into_a_large_leaf_write_deltas_that_read_back_everywhere() {
     let mut touched: Vec<Vec<u8>> = Vec::new();
     {
         let db = Database::open(opts.clone()).unwrap();
-        // 50 items of ~100 bytes: one leaf of ~6 KB (slot_length 64).
-        let bulk: Vec<Change> = (0..50u32)
-            .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
-            .collect();
-        commit(&db, "s", Some(store_opts(64)), &bulk);
-        apply(&mut model, &bulk);
+        seed_one_leaf(&db, &mut model);
         let mut rng = fastrand::Rng::with_seed(7);
         for c in 1..=30u64 {
             let change: Change = match c % 3 {
@@ -1266,11 +1271,7 @@ fn merged_and_concurrent_commits_into_one_leaf() {
     let path = dir.path().join("db");
     let db = Database::open(DatabaseOptions::new(&path)).unwrap();
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..50u32)
-        .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    seed_one_leaf(&db, &mut model);
 
     // A transaction that changed the leaf commits after another one changed it: its change is
     // replayed on the committed leaf (auto-merge), written as a delta over the same base.
@@ -1362,11 +1363,7 @@ fn two_phase_commits_and_in_doubt_decisions_write_deltas() {
     let crashed = dir.path().join("crashed");
     let db = Database::open(DatabaseOptions::new(&path)).unwrap();
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..50u32)
-        .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    seed_one_leaf(&db, &mut model);
 
     // Phase 1, a commit into the same leaf, phase 2 (merged onto the newer leaf).
     let t = db.begin(TransactionMode::ForWriting).unwrap();
@@ -1433,11 +1430,7 @@ fn clustered_handles_read_each_others_deltas_and_write_no_zeros_ahead() {
     };
     let (a, b) = (open(), open());
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..50u32)
-        .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
-        .collect();
-    commit(&a, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    seed_one_leaf(&a, &mut model);
     let mut rng = fastrand::Rng::with_seed(11);
     for c in 1..=300u64 {
         let db = if c % 2 == 0 { &a } else { &b };
