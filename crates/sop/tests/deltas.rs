@@ -844,6 +844,41 @@ fn a_leaf_that_shrinks_is_written_whole_again() {
     check_db(&db, "s", &model, &[], "reopened without cache");
 }
 
+/// A commit changing hundreds of nodes encodes them on two threads (`txn::commit`, from 128
+/// changed nodes) and appends the second thread's records after the first's: every registry
+/// entry must name its own record (kind, store, id, version) and every item must read back,
+/// for full images (a bulk load) and for deltas (one item into each of hundreds of leaves).
+#[test]
+fn large_commits_encoded_on_two_threads_name_their_own_records() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    let mut model = Model::new();
+    {
+        let db = Database::open(DatabaseOptions::new(&path)).unwrap();
+        // ~100-byte values in leaves of at most 64 items: several hundred new leaves.
+        let bulk: Vec<Change> = (0..20_000u32)
+            .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
+            .collect();
+        commit(&db, "s", Some(store_opts(64)), &bulk);
+        apply(&mut model, &bulk);
+        let log = LogView::read(&path);
+        let images = log.commits().pop().unwrap().updates.len();
+        assert!(images >= 300, "the bulk commit wrote {images} images");
+        // One key between every 40th pair: one small edit in each of hundreds of leaves.
+        let edits: Vec<Change> = (0..20_000u32)
+            .step_by(40)
+            .map(|i| (key(2 * i + 1), Some(value(1, 2 * i + 1, 100))))
+            .collect();
+        commit(&db, "s", None, &edits);
+        apply(&mut model, &edits);
+        let deltas = last_commit_deltas(&path);
+        assert!(deltas >= 256, "the edit commit wrote {deltas} deltas");
+        check_db(&db, "s", &model, &[], "same process");
+    }
+    let db = Database::open(no_cache(DatabaseOptions::new(&path))).unwrap();
+    check_db(&db, "s", &model, &[], "reopened without cache");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Random single-item commits against a model
 // ---------------------------------------------------------------------------------------------

@@ -27,18 +27,21 @@ pub fn remove<S: NodeStore>(
     if !same_key {
         return Ok(None);
     }
-    let removed = match store.node_mut(leaf_id)? {
+    let (removed, left) = match store.node_mut(leaf_id)? {
         // `pos` is the first item >= (key, id): with duplicates, it must be that very item.
         Node::Leaf(items)
             if items
                 .get(pos)
                 .is_some_and(|it| shape.order.unique || it.id == id) =>
         {
-            items.remove(pos)
+            (items.remove(pos), items.len())
         }
         _ => return Ok(None),
     };
-    rebalance(store, shape, root, path, leaf_id)?;
+    // A non-root leaf still at least `min_fill` full needs nothing more.
+    if path.is_empty() || left < shape.min_fill() {
+        rebalance(store, shape, root, path, leaf_id)?;
+    }
     Ok(Some(removed))
 }
 

@@ -59,8 +59,11 @@ fn split_leaf<S: NodeStore>(
         let Node::Leaf(items) = store.node_mut(id)? else {
             return Ok(());
         };
+        // The right half gets room to grow to a full node, as the left half has.
         let half = items.len() / 2;
-        items.split_off(half)
+        let mut right = Vec::with_capacity(shape.slot_length + 1);
+        right.extend(items.drain(half..));
+        right
     };
     let sep = match right.first() {
         Some(f) => Sep {

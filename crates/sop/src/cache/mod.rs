@@ -73,8 +73,22 @@ impl NodeCache {
 
     /// Caches `node` (immutable from now on) at `loc`, with its search index.
     pub fn insert(&self, loc: Location, node: Arc<Node>, index: Arc<SearchIndex>) {
-        if let Some(c) = &self.inner {
+        if self.inner.is_some() {
             let weight = node.weight() + index.weight();
+            self.insert_weighed(loc, node, index, weight);
+        }
+    }
+
+    /// [`NodeCache::insert`] with the weight computed by the caller (`node.weight() +
+    /// index.weight()`).
+    pub fn insert_weighed(
+        &self,
+        loc: Location,
+        node: Arc<Node>,
+        index: Arc<SearchIndex>,
+        weight: u64,
+    ) {
+        if let Some(c) = &self.inner {
             c.insert(
                 (loc.seg, loc.off),
                 Cached {

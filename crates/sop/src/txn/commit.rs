@@ -4,7 +4,8 @@
 //! commit lock: validate the item-level read set against the commits since the snapshot
 //!              -> fast path (the nodes it changed are unchanged) or replay its item changes on
 //!                 the current nodes (auto-merge)
-//!              -> frame node images + blobs + one commit record, one write -> `latest` state
+//!              -> frame node images (from 128 changed nodes, on two threads) + blobs + one
+//!                 commit record, one write -> `latest` state
 //! unlock;      group sync: one committer syncs for every commit written so far (the commit
 //!              point), then publishes that state; the others wait for it
 //! housekeeping: compaction, checkpoint, segment deletion
@@ -24,9 +25,10 @@ use std::sync::{Arc, OnceLock};
 
 use super::access::sorted_keys;
 use super::nodes;
+use super::nodes::Dirty;
 use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
-use crate::btree::{Item, KeyBuf, Node, Order, ValueRef, delta};
+use crate::btree::{Item, KeyBuf, Node, Order, SearchIndex, ValueRef, delta};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
@@ -102,7 +104,28 @@ struct Image {
     len: u32,
     /// The base image of a leaf delta (`len` 0 for a full image).
     base: Location,
-    node: Option<Arc<Node>>,
+    /// The node, its search index and its cache weight, for the node cache.
+    node: Option<CacheEntry>,
+}
+
+/// A committed node as the cache takes it (built where the node is encoded, so a commit
+/// encoding on two threads builds these on two threads too).
+struct CacheEntry {
+    node: Arc<Node>,
+    index: Arc<SearchIndex>,
+    weight: u64,
+}
+
+impl CacheEntry {
+    fn of(node: Arc<Node>) -> CacheEntry {
+        let index = SearchIndex::of(&node);
+        let weight = node.weight() + index.weight();
+        CacheEntry {
+            node,
+            index: Arc::new(index),
+            weight,
+        }
+    }
 }
 
 /// What a commit writes.
@@ -142,8 +165,20 @@ impl Batch {
             rel,
             len,
             base,
-            node,
+            node: node.map(CacheEntry::of),
         });
+    }
+
+    /// Appends the images of `other` (a batch of node images only, encoded on another
+    /// thread) after this batch's bytes.
+    fn append(&mut self, other: Batch) {
+        debug_assert!(other.placed.is_empty() && other.removals.is_empty());
+        let off = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(&other.bytes);
+        self.images.extend(other.images.into_iter().map(|mut im| {
+            im.rel += off;
+            im
+        }));
     }
 
     /// Frames `node` (a changed leaf) as a delta over the full image `base` (holding
@@ -537,30 +572,8 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
                 }
             }
         }
-        for (id, d) in &ts.dirty {
-            let img = ImageId {
-                store: sid,
-                logical: *id,
-                version: d.base + 1,
-            };
-            // A changed leaf whose committed version is the one it was changed from: write
-            // only its edit over the last full image, when that is small.
-            if d.base > 0
-                && matches!(&*d.node, Node::Leaf(_))
-                && let Some(entry) = cur.registry.get(*id).copied()
-                && entry.version == d.base
-                && entry.store == sid
-            {
-                let base = nodes::base_image(&shared, cur, *id, &entry)?;
-                let base_loc = entry.delta_base().unwrap_or(entry.loc);
-                if let Node::Leaf(base_items) = &*base
-                    && b.add_leaf_delta(img, &ts.shape.order, &d.node, base_loc, base_items)
-                {
-                    continue;
-                }
-            }
-            b.add_node(img, &d.node);
-        }
+        let jobs: Vec<(LogicalId, &Dirty)> = ts.dirty.iter().map(|(id, d)| (*id, d)).collect();
+        encode_nodes(&mut b, &shared, cur, sid, &ts.shape.order, &jobs)?;
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
@@ -601,6 +614,87 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
         });
     }
     Ok(b)
+}
+
+/// Changed nodes from which a commit encodes them on two threads (below, a thread costs
+/// more than it saves).
+const PARALLEL_NODES: usize = 128;
+
+/// True when this machine runs two threads at once (asked once per process).
+fn parallel() -> bool {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) > 1
+}
+
+/// Frames the changed nodes `jobs` of store `sid` into `b` (see [`encode_node`]). A large
+/// commit encodes the second half on another thread into a batch of its own, appended after
+/// the first: encoding is most of a large commit's work, and nothing in it is shared but
+/// immutable nodes and the state committed before.
+fn encode_nodes(
+    b: &mut Batch,
+    shared: &Shared,
+    cur: &DbState,
+    sid: StoreId,
+    order: &Order,
+    jobs: &[(LogicalId, &Dirty)],
+) -> Result<()> {
+    let encode = |b: &mut Batch, jobs: &[(LogicalId, &Dirty)]| {
+        jobs.iter()
+            .try_for_each(|(id, d)| encode_node(b, shared, cur, sid, order, *id, d))
+    };
+    if jobs.len() < PARALLEL_NODES || !parallel() {
+        return encode(b, jobs);
+    }
+    let (mine, theirs) = jobs.split_at(jobs.len() / 2);
+    let other = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut other = Batch::default();
+            other.bytes.reserve(theirs.len() * 4096);
+            encode(&mut other, theirs).map(|()| other)
+        });
+        let mine = encode(b, mine);
+        let theirs = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        mine.and(theirs)
+    })?;
+    b.append(other);
+    Ok(())
+}
+
+/// Frames the changed node `id` (store `sid`, at `d`) into `b`: a changed leaf whose
+/// committed version is the one it was changed from as its edit over the last full image,
+/// when that is small; any other node as a full image.
+fn encode_node(
+    b: &mut Batch,
+    shared: &Shared,
+    cur: &DbState,
+    sid: StoreId,
+    order: &Order,
+    id: LogicalId,
+    d: &Dirty,
+) -> Result<()> {
+    let img = ImageId {
+        store: sid,
+        logical: id,
+        version: d.base + 1,
+    };
+    if d.base > 0
+        && matches!(&*d.node, Node::Leaf(_))
+        && let Some(entry) = cur.registry.get(id).copied()
+        && entry.version == d.base
+        && entry.store == sid
+    {
+        let base = nodes::base_image(shared, cur, id, &entry)?;
+        let base_loc = entry.delta_base().unwrap_or(entry.loc);
+        if let Node::Leaf(base_items) = &*base
+            && b.add_leaf_delta(img, order, &d.node, base_loc, base_items)
+        {
+            return Ok(());
+        }
+    }
+    b.add_node(img, &d.node);
+    Ok(())
 }
 
 /// Writes a batch and its commit record (not yet synced), makes it the latest state and
@@ -706,10 +800,11 @@ fn write_commit_with(
         });
     }
     trim_history(shared, ctx);
-    for (im, (_, e)) in b.images.iter().zip(&rec.updates) {
-        if let Some(n) = &im.node {
-            let index = Arc::new(crate::btree::SearchIndex::of(n));
-            shared.cache.insert(e.loc, Arc::clone(n), index);
+    for (im, (_, e)) in b.images.into_iter().zip(&rec.updates) {
+        if let Some(c) = im.node {
+            shared
+                .cache
+                .insert_weighed(e.loc, c.node, c.index, c.weight);
         }
     }
     Ok(next)
