@@ -170,7 +170,10 @@ fn with<R>(
 impl Ctx<'_> {
     fn writable(&self) -> Result<()> {
         if self.mode == TransactionMode::ForWriting {
-            self.mods.fetch_add(1, AtomicOrdering::Relaxed);
+            // Writers hold the transaction's lock, so a plain increment loses nothing (range
+            // iterators only load it); a read-modify-write would cost a locked instruction.
+            let n = self.mods.load(AtomicOrdering::Relaxed);
+            self.mods.store(n + 1, AtomicOrdering::Relaxed);
             Ok(())
         } else {
             Err(Error::ReadOnlyTransaction(self.mode.name()))
@@ -391,12 +394,15 @@ impl Ctx<'_> {
         }
         let id = self.nodes.store.new_item_id(self.nodes.shared);
         let v = self.new_value(value)?;
+        // Only a blob written ahead needs forgetting when the add is refused: keep a copy of
+        // that alone (copying an inline value costs more than it looks).
+        let blob = matches!(v, ValueRef::Blob { .. }).then(|| v.clone());
         let shape = self.shape();
         let mut root = self.root();
         let item = Item {
             key: key.into(),
             id,
-            value: v.clone(),
+            value: v,
         };
         let added = btree::insert(&mut self.nodes, &shape, &mut root, item)?;
         self.nodes.store.meta.root = root;
@@ -409,7 +415,9 @@ impl Ctx<'_> {
         } else {
             // Adding read that the key exists (unique stores refuse the duplicate).
             self.read_point(key);
-            self.drop_value(&v);
+            if let Some(v) = &blob {
+                self.drop_value(v);
+            }
             let pos = self.seek(key, ItemId::MAX, Seek::Ge)?;
             self.set_cursor(pos);
         }

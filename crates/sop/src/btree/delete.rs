@@ -92,7 +92,9 @@ fn rebalance<S: NodeStore>(
     let right = store.node(right_id)?;
     let is_leaf = matches!(&*left, Node::Leaf(_));
     let total = left.len() + right.len() + usize::from(!is_leaf);
-    drop(left);
+    // Both handles go before the nodes are changed: a node changed while a handle to it is
+    // held is copied first.
+    drop((left, right));
     if total <= shape.slot_length {
         // Merge right into left.
         let right = std::mem::replace(store.node_mut(right_id)?, Node::Leaf(Vec::new()));

@@ -129,7 +129,8 @@ impl SearchIndex {
             Ordering::Equal => {}
         }
         let pw = word(probe, c);
-        let lo = self.words.partition_point(|&w| w < pw);
+        let words = &self.words[..];
+        let lo = first_not!(words.len(), |i| words[i] < pw);
         // Ties are rare (keys equal in their first `c + 8` bytes): count them only when the
         // first word at `lo` is one.
         if self.words.get(lo) != Some(&pw) {

@@ -19,6 +19,8 @@
 //! - all leaves are at the same depth;
 //! - separators bound their subtrees (see [`node`]).
 
+#[macro_use]
+mod search;
 mod cursor;
 mod delete;
 pub mod delta;
@@ -176,35 +178,6 @@ pub(crate) fn lower_bound_in(
         Some(ix) if shape.plain() && ix.len() == items.len() => ix.lower_bound(items, key),
         _ => lower_bound(shape, items, key, id),
     }
-}
-
-/// The first index in `0..n` where `$below` (an expression of the index `$i`) is false
-/// (`$below` is true, then false): a binary search written out in its caller, comparisons
-/// included (a closure here was not always inlined, costing a call per probe). The loop
-/// narrows by halves with a select, not a branch on the comparison (whose outcome is a coin
-/// flip for the predictor).
-macro_rules! first_not {
-    ($n:expr, |$i:ident| $below:expr) => {{
-        let n: usize = $n;
-        if n == 0 {
-            0
-        } else {
-            // The answer lies in base..=base + size.
-            let (mut base, mut size) = (0usize, n);
-            while size > 1 {
-                let half = size / 2;
-                let mid = base + half;
-                let below = {
-                    let $i = mid;
-                    $below
-                };
-                base = std::hint::select_unpredictable(below, mid, base);
-                size -= half;
-            }
-            let $i = base;
-            base + usize::from($below)
-        }
-    }};
 }
 
 /// Index of the child of an internal node to descend into for target `(key, id)`.

@@ -5,6 +5,7 @@
 //! transaction (copy-on-write); new nodes get fresh logical ids. In `ForWriting` mode every
 //! committed node read is recorded with its version, for validation at commit.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::sync::Arc;
 
 use super::access::Access;
@@ -330,22 +331,42 @@ impl TxnNodes<'_> {
     }
 
     fn committed(&mut self, id: LogicalId) -> Result<Loaded> {
-        if let Some(s) = self.seen.get(&id) {
-            return Ok((Arc::clone(&s.node), s.version, Arc::clone(&s.index)));
-        }
-        let (n, v, index) = load_node(self.shared, self.snapshot, self.store.meta.id, id)?;
-        if self.track || self.seen.len() < READ_CACHE_NODES {
-            self.seen.insert(
-                id,
-                Seen {
-                    node: Arc::clone(&n),
-                    version: v,
-                    index: Arc::clone(&index),
-                },
-            );
-        }
-        Ok((n, v, index))
+        committed(
+            self.shared,
+            self.snapshot,
+            self.store.meta.id,
+            self.seen,
+            self.track,
+            id,
+        )
     }
+}
+
+/// The committed node `id` of `store` as of `snapshot`: from the transaction's `seen` nodes,
+/// else loaded (and remembered in `seen` when `track`, or while it is small).
+fn committed(
+    shared: &Shared,
+    snapshot: &DbState,
+    store: StoreId,
+    seen: &mut FastMap<LogicalId, Seen>,
+    track: bool,
+    id: LogicalId,
+) -> Result<Loaded> {
+    if let Some(s) = seen.get(&id) {
+        return Ok((Arc::clone(&s.node), s.version, Arc::clone(&s.index)));
+    }
+    let (n, v, index) = load_node(shared, snapshot, store, id)?;
+    if track || seen.len() < READ_CACHE_NODES {
+        seen.insert(
+            id,
+            Seen {
+                node: Arc::clone(&n),
+                version: v,
+                index: Arc::clone(&index),
+            },
+        );
+    }
+    Ok((n, v, index))
 }
 
 impl NodeStore for TxnNodes<'_> {
@@ -388,29 +409,30 @@ impl NodeStore for TxnNodes<'_> {
     }
 
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node> {
-        if !self.store.dirty.contains_key(&id) {
-            let (node, base, _) = self.committed(id)?;
-            let copy = Arc::new(node.to_changed());
-            self.store.originals.insert(id, node);
-            self.store.dirty.insert(
-                id,
-                Dirty {
+        let TxnNodes {
+            shared,
+            snapshot,
+            store,
+            seen,
+            track,
+        } = self;
+        store.changes += 1;
+        // One lookup whether the node was changed already (the common case) or not.
+        let d = match store.dirty.entry(id) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Vacant(v) => {
+                let (node, base, _) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
+                let copy = Arc::new(node.to_changed());
+                store.originals.insert(id, node);
+                v.insert(Dirty {
                     node: copy,
                     base,
                     index: None,
-                },
-            );
-        }
-        self.store.changes += 1;
-        match self.store.dirty.get_mut(&id) {
-            Some(d) => {
-                d.index = None;
-                Ok(Arc::make_mut(&mut d.node))
+                })
             }
-            None => Err(Error::InvalidArgument(format!(
-                "node {id} vanished from the write set"
-            ))),
-        }
+        };
+        d.index = None;
+        Ok(Arc::make_mut(&mut d.node))
     }
 
     fn alloc(&mut self, node: Node) -> Result<LogicalId> {
