@@ -16,7 +16,7 @@
 
 use std::cmp::Ordering;
 
-use super::node::{Item, Node, Sep};
+use super::node::{Item, KeyBuf, Node, Sep};
 use super::probe_prefix;
 
 /// The search index of one node (see the module documentation).
@@ -53,14 +53,14 @@ impl SearchIndex {
         }
     }
 
-    fn build<'a>(n: usize, key: impl Fn(usize) -> &'a [u8]) -> SearchIndex {
+    fn build<'a>(n: usize, key: impl Fn(usize) -> &'a KeyBuf) -> SearchIndex {
         if n == 0 {
             return SearchIndex::default();
         }
         // Keys are sorted: the common prefix of all is that of the first and the last.
-        let (first, last) = (key(0), key(n - 1));
+        let (first, last): (&[u8], &[u8]) = (key(0), key(n - 1));
         let c = first.iter().zip(last).take_while(|(a, b)| a == b).count();
-        let words = (0..n).map(|i| word(key(i), c)).collect();
+        let words = (0..n).map(|i| key(i).word_at(c)).collect();
         SearchIndex {
             common: first[..c].into(),
             common16: probe_prefix(&first[..c]),

@@ -76,6 +76,22 @@ impl KeyBuf {
         }
     }
 
+    /// Bytes `from..from + 8` of the key as a big-endian number, zero-padded (as
+    /// [`super::word8`] of `key[from..]`): one load for an inline key, whose bytes past its
+    /// length are zero.
+    #[inline]
+    #[must_use]
+    pub fn word_at(&self, from: usize) -> u64 {
+        match self {
+            KeyBuf::Inline { data, .. } if from + 8 <= INLINE_KEY => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[from..from + 8]);
+                u64::from_le_bytes(b).swap_bytes()
+            }
+            _ => super::word8(self.get(from..).unwrap_or_default()),
+        }
+    }
+
     /// True when the key is `k` (short keys compared as two numbers, without memcmp).
     #[inline]
     #[must_use]
@@ -603,6 +619,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn word_at_is_word8_of_the_rest(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            from in 0usize..45,
+        ) {
+            let want = super::super::word8(key.get(from..).unwrap_or_default());
+            proptest::prop_assert_eq!(KeyBuf::new(&key).word_at(from), want);
+        }
+
         // The stack-built form of small items is the general form, byte for byte.
         #[test]
         fn small_items_encode_as_the_general_form(
