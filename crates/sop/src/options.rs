@@ -122,8 +122,9 @@ pub enum ValuePlacement {
 
 /// The smallest and largest allowed `slot_length`.
 pub const SLOT_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 2..=20_000;
-/// Items per node when not given (chosen by measurement, see `docs/adr/0002-node-size.md`).
-pub const DEFAULT_SLOT_LENGTH: usize = 64;
+/// Items per node when not given (chosen by measurement: `docs/adr/0002-node-size.md`, and
+/// `docs/adr/0006-node-size-with-deltas.md` since leaf deltas).
+pub const DEFAULT_SLOT_LENGTH: usize = 96;
 
 /// Options of one store, fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

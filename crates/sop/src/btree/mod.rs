@@ -137,7 +137,8 @@ impl Shape {
 }
 
 /// A path from the root: (internal node, index of the child taken). Inline up to a depth of 8
-/// (a tree of 64-slot nodes that deep holds ~2^48 items): walking allocates nothing.
+/// (a tree of 64-slot nodes that deep holds ~2^48 items, and the default is 96): walking
+/// allocates nothing.
 pub type Path = smallvec::SmallVec<[(LogicalId, usize); 8]>;
 
 impl Shape {
