@@ -432,7 +432,7 @@ impl NodeStore for TxnNodes<'_> {
             }
         };
         d.index = None;
-        Ok(Arc::make_mut(&mut d.node))
+        Ok(unique_mut(&mut d.node))
     }
 
     fn alloc(&mut self, node: Node) -> Result<LogicalId> {
@@ -503,4 +503,89 @@ fn read_record(
     let rec = shared.files.read(loc)?;
     let _ = c.coordinator.cache_put(&key, rec.framed(), ttl);
     Ok(rec)
+}
+
+/// [`Arc::make_mut`] without its atomic read-modify-write when `node` is the only handle
+/// (a transaction's changed node usually is: handles are lent out only to cursors): two
+/// loads instead of a locked compare-exchange on every write to a node.
+#[allow(unsafe_code)]
+pub(crate) fn unique_mut(node: &mut Arc<Node>) -> &mut Node {
+    // The strong count first, then (after the fence) the weak count: a `Weak` made from
+    // another handle before that handle was dropped is seen (as in `Arc::get_mut`).
+    if Arc::strong_count(node) == 1 {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        if Arc::weak_count(node) == 0 {
+            // SAFETY: `node` is the only strong handle and there is no weak one, and the
+            // exclusive borrow of `node` keeps anyone from making another (a handle is made
+            // only from a handle) while the returned borrow lives. The acquire fence orders
+            // this access after every use of the handles dropped before (their release
+            // decrements), so no other thread can reach the node.
+            return unsafe { &mut *Arc::as_ptr(node).cast_mut() };
+        }
+    }
+    Arc::make_mut(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btree::{InlineValue, KeyBuf, ValueRef};
+
+    fn leaf(keys: &[&str]) -> Node {
+        Node::Leaf(
+            keys.iter()
+                .map(|k| Item {
+                    key: KeyBuf::new(k.as_bytes()),
+                    id: 1,
+                    value: ValueRef::Inline(InlineValue::new(b"v")),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn unique_mut_changes_in_place_only_without_other_handles() {
+        // The only handle: changed in place.
+        let mut a = Arc::new(leaf(&["a"]));
+        let before = Arc::as_ptr(&a);
+        if let Node::Leaf(items) = unique_mut(&mut a) {
+            items.clear();
+        }
+        assert_eq!(Arc::as_ptr(&a), before);
+        assert_eq!(a.len(), 0);
+
+        // Another strong handle: copied first, the other handle's node is untouched.
+        let mut b = Arc::new(leaf(&["a", "b"]));
+        let other = Arc::clone(&b);
+        if let Node::Leaf(items) = unique_mut(&mut b) {
+            items.pop();
+        }
+        assert!(!Arc::ptr_eq(&b, &other));
+        assert_eq!((b.len(), other.len()), (1, 2));
+
+        // A weak handle: copied first, and the weak one still sees the original.
+        let mut c = Arc::new(leaf(&["a", "b", "c"]));
+        let weak = Arc::downgrade(&c);
+        if let Node::Leaf(items) = unique_mut(&mut c) {
+            items.pop();
+        }
+        assert_eq!(c.len(), 2);
+        drop(weak);
+
+        // Handles dropped on other threads before: changed in place, and their reads are done.
+        let mut d = Arc::new(leaf(&["a", "b"]));
+        let before = Arc::as_ptr(&d);
+        let handles: Vec<Arc<Node>> = (0..4).map(|_| Arc::clone(&d)).collect();
+        let lens: Vec<usize> = handles
+            .into_iter()
+            .map(|h| std::thread::spawn(move || h.len()))
+            .map(|t| t.join().unwrap_or_default())
+            .collect();
+        assert_eq!(lens, vec![2; 4]);
+        if let Node::Leaf(items) = unique_mut(&mut d) {
+            items.pop();
+        }
+        assert_eq!(Arc::as_ptr(&d), before);
+        assert_eq!(d.len(), 1);
+    }
 }
