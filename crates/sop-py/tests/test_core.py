@@ -207,7 +207,7 @@ def test_new_btree_existing_opens_and_errors(db, ctx):
 
 def test_slot_length_clamped_and_value_size(db, ctx):
     with db.begin_transaction(ctx) as t:
-        for name, n, want in [("z", 0, 64), ("one", 1, 2), ("big", 100000, 20000), ("odd", 7, 8)]:
+        for name, n, want in [("z", 0, 96), ("one", 1, 2), ("big", 100000, 20000), ("odd", 7, 8)]:
             o = BtreeOptions(slot_length=n, description="d")
             o.set_value_data_size(ValueDataSize.Medium)
             b = db.new_btree(ctx, name, t, o)
