@@ -45,26 +45,30 @@ pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Wr
     let mut run: Option<(u8, u64)> = None;
     let (mut i, mut j) = (0, 0);
     loop {
-        let (keep, drop, insert) = match (base.get(i), new.get(j)) {
+        // Most items of a changed leaf are the base's, unchanged: count each run of them in a
+        // tight loop.
+        let k = base[i..]
+            .iter()
+            .zip(&new[j..])
+            .take_while(|(a, b)| same(a, b))
+            .count();
+        if k > 0 {
+            extend_run(w, &mut run, KEEP, k as u64);
+            i += k;
+            j += k;
+        }
+        let (drop, insert) = match (base.get(i), new.get(j)) {
             (None, None) => break,
-            (Some(_), None) => (false, true, false),
-            (None, Some(_)) => (false, false, true),
-            // Most items of a changed leaf are the base's, unchanged: equal first.
-            (Some(a), Some(b)) if same(a, b) => (true, false, false),
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, true),
             (Some(a), Some(b)) => match order.full(&a.key, a.id, &b.key, b.id) {
-                Ordering::Equal => (false, true, true),
-                Ordering::Less => (false, true, false),
-                Ordering::Greater => (false, false, true),
+                Ordering::Equal => (true, true),
+                Ordering::Less => (true, false),
+                Ordering::Greater => (false, true),
             },
         };
-        if keep {
-            extend_run(w, &mut run, KEEP);
-            i += 1;
-            j += 1;
-            continue;
-        }
         if drop {
-            extend_run(w, &mut run, DROP);
+            extend_run(w, &mut run, DROP, 1);
             i += 1;
         }
         if insert {
@@ -103,12 +107,12 @@ fn same(a: &Item, b: &Item) -> bool {
         }
 }
 
-fn extend_run(w: &mut Writer, run: &mut Option<(u8, u64)>, op: u8) {
+fn extend_run(w: &mut Writer, run: &mut Option<(u8, u64)>, op: u8, by: u64) {
     match run {
-        Some((o, n)) if *o == op => *n += 1,
+        Some((o, n)) if *o == op => *n += by,
         _ => {
             flush_run(w, run);
-            *run = Some((op, 1));
+            *run = Some((op, by));
         }
     }
 }
