@@ -34,7 +34,7 @@ use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
 use crate::log::record::{self, ImageId, Kind, image_prefix};
-use crate::options::TransactionMode;
+use crate::options::{TransactionMode, ValuePlacement};
 use crate::registry::{Entry, Location, LogicalId};
 use crate::state::{CommitRecord, DbState, StoreId, StoreOp, WrittenKeys};
 
@@ -198,7 +198,9 @@ impl Batch {
             return false;
         };
         let full: usize = items.iter().map(Item::encoded_len).sum();
-        let base_len: usize = base_items.iter().map(Item::encoded_len).sum();
+        // The base image's record length stands for its items' bytes (it exceeds them by its
+        // frame and header, a few dozen bytes).
+        let base_len = base.len as usize;
         if base_len > full + full / 4 {
             return false;
         }
@@ -545,8 +547,10 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
         }
         // About a leaf per changed node (grown by doubling when leaves are larger).
         b.bytes.reserve(ts.dirty.len() * 4096);
-        // Pending separate-blob values become blobs.
-        for d in ts.dirty.values_mut() {
+        // Pending separate-blob values become blobs (there are none in a store that keeps its
+        // values in its nodes).
+        let in_node = ts.meta.options.value_placement == ValuePlacement::InNode;
+        for d in ts.dirty.values_mut().filter(|_| !in_node) {
             let has_pending = matches!(&*d.node, Node::Leaf(items) if items.iter().any(|i| matches!(i.value, ValueRef::Pending(_))));
             if !has_pending {
                 continue;
