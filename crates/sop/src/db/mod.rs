@@ -74,6 +74,8 @@ pub(crate) struct CommitCtx {
 struct SyncState {
     synced: u64,
     syncing: bool,
+    /// Threads waiting on `sync_cv`: a notification is a system call, made only for them.
+    waiters: usize,
     /// A failed sync: every commit written but not synced has an unknown outcome (it may
     /// be found after a restart or not), so each waiter gets this I/O error.
     failed: Option<(PathBuf, std::io::ErrorKind, String)>,
@@ -144,7 +146,9 @@ impl Shared {
             s.synced = state.seq;
             self.publish(state)?;
         }
-        self.sync_cv.notify_all();
+        if s.waiters > 0 {
+            self.sync_cv.notify_all();
+        }
         Ok(())
     }
 
@@ -171,7 +175,9 @@ impl Shared {
                 ));
             }
             if s.syncing {
+                s.waiters += 1;
                 s = self.sync_cv.wait(s).map_err(poisoned)?;
+                s.waiters -= 1;
                 continue;
             }
             s.syncing = true;
@@ -197,7 +203,9 @@ impl Shared {
                     ))
                 }
             }
-            self.sync_cv.notify_all();
+            if s.waiters > 0 {
+                self.sync_cv.notify_all();
+            }
         }
     }
 
@@ -490,6 +498,7 @@ impl Database {
             sync: Mutex::new(SyncState {
                 synced: state.seq,
                 syncing: false,
+                waiters: 0,
                 failed: None,
             }),
             sync_cv: Condvar::new(),
