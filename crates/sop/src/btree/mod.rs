@@ -24,6 +24,7 @@ mod search;
 mod cursor;
 mod delete;
 pub mod delta;
+pub mod finger;
 pub mod index;
 mod insert;
 pub mod node;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 
 pub use cursor::{Pos, Seek, first, last, seek, step_next, step_prev};
 pub use delete::remove;
+pub use finger::Finger;
 pub use index::SearchIndex;
 pub use insert::insert;
 pub use node::{InlineValue, Item, ItemId, KeyBuf, Node, Sep, ValueRef};
@@ -115,6 +117,12 @@ pub trait NodeStore {
     fn alloc(&mut self, node: Node) -> Result<LogicalId>;
     /// Frees a node that is no longer referenced.
     fn free(&mut self, id: LogicalId);
+    /// The tree's [`Finger`] and its current shape generation, for stores that keep one (the
+    /// generation must change with every `alloc`, every `free` and every `node_mut` of an
+    /// internal node).
+    fn finger(&mut self) -> Option<(&mut Finger, u64)> {
+        None
+    }
 }
 
 /// The shape parameters of one tree.
@@ -270,10 +278,22 @@ pub fn descend<S: NodeStore>(
 ) -> Result<(LogicalId, usize, bool)> {
     path.clear();
     let mut cur = root;
+    let fingered = match store.finger() {
+        Some((f, generation)) => f.enter(shape, generation, root, key, id, path),
+        None => None,
+    };
+    let mut hint = None;
+    if let Some((leaf, at)) = fingered {
+        cur = leaf;
+        hint = Some(at);
+    }
     loop {
         let step = store.visit(cur, |node, index| match node {
             Node::Leaf(items) => {
-                let pos = lower_bound_in(shape, items, index, key, id);
+                let pos = match hint.and_then(|at| finger::position_near(shape, items, key, at)) {
+                    Some(pos) => pos,
+                    None => lower_bound_in(shape, items, index, key, id),
+                };
                 let same = items
                     .get(pos)
                     .is_some_and(|it| shape.order.keys(&it.key, key) == Ordering::Equal);
@@ -289,9 +309,60 @@ pub fn descend<S: NodeStore>(
                 path.push((cur, i));
                 cur = child;
             }
-            Err((pos, same)) => return Ok((cur, pos, same)),
+            Err((pos, same)) => {
+                match store.finger() {
+                    Some((f, _)) if fingered.is_some() => f.at(pos),
+                    Some(_) => remember(store, root, path, cur, pos)?,
+                    None => {}
+                }
+                return Ok((cur, pos, same));
+            }
         }
     }
+}
+
+/// After a full descent to `leaf`: takes a finger there, when the store keeps one and wants
+/// one now. The leaf's bounds are the nearest separators around the path, found from the
+/// parent up (the parent's own, unless the leaf is its first or last child).
+fn remember<S: NodeStore>(
+    store: &mut S,
+    root: LogicalId,
+    path: &Path,
+    leaf: LogicalId,
+    pos: usize,
+) -> Result<()> {
+    if !store.finger().is_some_and(|(f, _)| f.wants()) {
+        return Ok(());
+    }
+    let (mut lo, mut hi): (Option<Sep>, Option<Sep>) = (None, None);
+    let (mut lo_known, mut hi_known) = (false, false);
+    for &(node, i) in path.iter().rev() {
+        let ok = store.visit(node, |n, _| match n {
+            Node::Internal { seps, .. } => {
+                if !lo_known && i > 0 {
+                    lo = seps.get(i - 1).cloned();
+                    lo_known = true;
+                }
+                if !hi_known && i < seps.len() {
+                    hi = seps.get(i).cloned();
+                    hi_known = true;
+                }
+                true
+            }
+            Node::Leaf(_) => false,
+        })?;
+        if !ok {
+            return Ok(());
+        }
+        if lo_known && hi_known {
+            break;
+        }
+    }
+    if let Some((f, generation)) = store.finger() {
+        f.set(generation, root, leaf, path, lo, hi);
+        f.at(pos);
+    }
+    Ok(())
 }
 
 /// The leaf and index of the first item with `key`, found without recording a path (point

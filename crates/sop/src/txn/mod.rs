@@ -25,7 +25,7 @@ pub(crate) use commit::{HistEntry, History, StoreWrites, relocate, trim_history}
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 pub(crate) use prepared::Prepared;
 
-use crate::btree::{Order, Pos, Shape};
+use crate::btree::{Finger, Order, Pos, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
@@ -175,6 +175,8 @@ impl TxnState {
             changes: 0,
             ids: 0..0,
             id_block: 1,
+            finger: Finger::default(),
+            shape_gen: 0,
         };
         self.names.insert(name.to_owned(), meta.id);
         self.stores.insert(meta.id, ts);
@@ -226,6 +228,8 @@ impl TxnState {
                     changes: 0,
                     ids: 0..0,
                     id_block: 1,
+                    finger: Finger::default(),
+                    shape_gen: 0,
                 };
                 self.names.insert(name.to_owned(), id);
                 self.stores.insert(id, ts);
@@ -515,6 +519,7 @@ impl Transaction {
         let shared = Arc::clone(&st.shared);
         if let Some(ts) = st.stores.get_mut(&id) {
             ts.dropped = true;
+            ts.reshaped();
             ts.dirty.clear();
             ts.originals.clear();
             ts.changes += 1;

@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::sync::Arc;
 
 use super::access::Access;
-use crate::btree::{self, Item, ItemId, Node, NodeStore, SearchIndex, Shape};
+use crate::btree::{self, Finger, Item, ItemId, Node, NodeStore, SearchIndex, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
@@ -63,12 +63,24 @@ pub(crate) struct TxnStore {
     pub ids: std::ops::Range<u64>,
     /// Size of the next block to reserve (doubles up to [`ID_BLOCK_MAX`]).
     pub id_block: u64,
+    /// Where the last descent ended ([`btree::Finger`]).
+    pub finger: Finger,
+    /// The tree's shape generation: bumped by every node allocation, free and change of an
+    /// internal node, and by [`TxnStore::reshaped`].
+    pub shape_gen: u64,
 }
 
 /// The largest block of item counters a transaction reserves at once.
 const ID_BLOCK_MAX: u64 = 1024;
 
 impl TxnStore {
+    /// Records that the tree was changed or replaced other than through [`TxnNodes`] (its
+    /// changed nodes dropped, or rebuilt over another snapshot): no finger taken before
+    /// holds.
+    pub fn reshaped(&mut self) {
+        self.shape_gen += 1;
+    }
+
     /// A new item id: the next counter of the transaction's reserved block (blocks of 1, 2,
     /// 4, ... up to 1,024, so a small transaction wastes few counters and a large one rarely
     /// touches the shared counter) with the process's tag.
@@ -432,6 +444,9 @@ impl NodeStore for TxnNodes<'_> {
             }
         };
         d.index = None;
+        if matches!(*d.node, Node::Internal { .. }) {
+            store.shape_gen += 1;
+        }
         Ok(unique_mut(&mut d.node))
     }
 
@@ -446,11 +461,13 @@ impl NodeStore for TxnNodes<'_> {
             },
         );
         self.store.changes += 1;
+        self.store.shape_gen += 1;
         Ok(id)
     }
 
     fn free(&mut self, id: LogicalId) {
         self.store.changes += 1;
+        self.store.shape_gen += 1;
         if !self.store.originals.contains_key(&id)
             && self.store.dirty.get(&id).is_none_or(|d| d.base != 0)
             && let Ok((node, _, _)) = self.committed(id)
@@ -461,6 +478,10 @@ impl NodeStore for TxnNodes<'_> {
             Some(d) if d.base == 0 => {}
             _ => self.store.freed.push(id),
         }
+    }
+
+    fn finger(&mut self) -> Option<(&mut Finger, u64)> {
+        Some((&mut self.store.finger, self.store.shape_gen))
     }
 }
 

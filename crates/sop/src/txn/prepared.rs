@@ -184,6 +184,7 @@ pub(crate) fn replay(
             ))
         })?;
     let delta = ts.meta.count as i128 - base.count as i128;
+    ts.reshaped();
     ts.dirty.clear();
     ts.freed.clear();
     ts.originals.clear();

@@ -1,0 +1,150 @@
+//! The finger: where a tree's last descent ended, so the next one can start there.
+//!
+//! Writes often come in key order, or near it: time-ordered keys, imports, `key_1`, `key_2`,
+//! ... A descent whose target lies in the key range of the leaf the previous descent ended on
+//! takes the same path, so [`super::descend`] skips the internal levels (a lookup and a search
+//! each) and searches that leaf only. This is the "last leaf" optimisation of B-tree engines
+//! (SQLite's cursor reuse for appends, LMDB's `MDB_APPEND`), without any hint from the caller.
+//!
+//! # Invariants
+//!
+//! - A finger is used only while the tree's root and *shape generation* are those it was taken
+//!   at. The
+//!   node store bumps that generation on every node allocation, every free, and every change
+//!   of an internal node: splits, merges, borrows and root changes all do one of these, and
+//!   nothing else moves a separator or a child. So the path and the bounds a usable finger
+//!   holds are exactly those a full descent would find.
+//! - `lo` and `hi` are the nearest separators around the leaf along its path: its parent's,
+//!   or, for a first or last child, an ancestor's (each level's range lies inside its
+//!   parent's). `None` means no separator on that side up to the root: unbounded.
+//! - The descent's own decision rule is used to check the range: a child covers the targets
+//!   `t` with `lo <= t < hi` in the store's full order (see `child_index`).
+//! - A descent through the finger first tries the position the last one found in the leaf,
+//!   and the one after it ([`position_near`]), checking that the item before is below the
+//!   key and the item there is not (exactly `lower_bound`'s answer), before searching.
+//! - Keeping a finger costs a visit of the parent (rarely more) and two key copies per descent
+//!   that misses, so
+//!   after a finger that saw no use, a new one is taken only every [`RETRY`]th miss (random
+//!   access pays almost nothing for it).
+
+use std::cmp::Ordering;
+
+use super::{Item, ItemId, LogicalId, Path, Sep, Shape, key_below, probe_prefix};
+
+/// Misses between two fingers when the last one was never used.
+pub const RETRY: u32 = 16;
+
+/// Where the last descent of a tree ended (see the module docs).
+#[derive(Debug, Default, Clone)]
+pub struct Finger {
+    /// The shape generation and the root the finger was taken at.
+    generation: u64,
+    root: LogicalId,
+    /// The leaf; 0 when there is no finger.
+    leaf: LogicalId,
+    /// The internal nodes above it and the child taken in each.
+    path: Path,
+    /// The leaf's bounds (`None`: unbounded).
+    lo: Option<Sep>,
+    hi: Option<Sep>,
+    /// The position the last descent found in the leaf.
+    pos: usize,
+    /// Descents that used this finger.
+    hits: u32,
+    /// Misses left before a new finger is taken (while the last one had no hits).
+    wait: u32,
+}
+
+impl Finger {
+    /// The leaf and path for a descent to `(key, id)` when the finger covers it (and fills
+    /// `path`); `None` otherwise.
+    pub fn enter(
+        &mut self,
+        shape: &Shape,
+        generation: u64,
+        root: LogicalId,
+        key: &[u8],
+        id: ItemId,
+        path: &mut Path,
+    ) -> Option<(LogicalId, usize)> {
+        if self.leaf == 0 || self.generation != generation || self.root != root {
+            return None;
+        }
+        // `s <= target`, decided as `child_index` decides it.
+        let plain = shape.plain();
+        let kp = if plain { probe_prefix(key) } else { 0 };
+        let at_or_below = |s: &Sep| {
+            if plain {
+                key_below(&s.key, key, kp, true)
+            } else {
+                shape.order.full(&s.key, s.id, key, id) != Ordering::Greater
+            }
+        };
+        if self.lo.as_ref().is_some_and(|lo| !at_or_below(lo))
+            || self.hi.as_ref().is_some_and(at_or_below)
+        {
+            return None;
+        }
+        self.hits = self.hits.saturating_add(1);
+        path.extend_from_slice(&self.path);
+        Some((self.leaf, self.pos))
+    }
+
+    /// Records the position a descent found in the finger's leaf.
+    pub fn at(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
+    /// Descents that used this finger (since it was taken).
+    #[must_use]
+    pub fn hits(&self) -> u32 {
+        self.hits
+    }
+
+    /// After a full descent that missed: whether to take a new finger now.
+    pub fn wants(&mut self) -> bool {
+        if self.hits > 0 || self.wait == 0 {
+            return true;
+        }
+        self.wait -= 1;
+        false
+    }
+
+    /// Takes a finger at `leaf`, reached from `root` by `path`, which bounds it by `lo` and
+    /// `hi`: the nearest separators on each side along the path (`None`: none on that side
+    /// up to the root, so unbounded).
+    pub fn set(
+        &mut self,
+        generation: u64,
+        root: LogicalId,
+        leaf: LogicalId,
+        path: &Path,
+        lo: Option<Sep>,
+        hi: Option<Sep>,
+    ) {
+        self.hits = 0;
+        self.wait = RETRY - 1;
+        self.generation = generation;
+        self.root = root;
+        self.leaf = leaf;
+        self.path.clone_from(path);
+        self.lo = lo;
+        self.hi = hi;
+    }
+}
+
+/// The position of `key` in `items` (as `lower_bound` finds it: the first item `>= key`) when
+/// it is the last position found there, or the one after it: where the next of a run of
+/// ascending inserts, or of removals, lands. Two comparisons each; `None` when neither is it
+/// (or the store is not plain, where ids take part), and the caller searches.
+pub fn position_near(shape: &Shape, items: &[Item], key: &[u8], last: usize) -> Option<usize> {
+    if !shape.plain() {
+        return None;
+    }
+    let kp = probe_prefix(key);
+    // `items[i] < key`.
+    let below = |i: usize| key_below(&items[i].key, key, kp, false);
+    [last + 1, last]
+        .into_iter()
+        .find(|&p| p <= items.len() && (p == 0 || below(p - 1)) && (p == items.len() || !below(p)))
+}
