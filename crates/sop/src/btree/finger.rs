@@ -47,8 +47,10 @@ pub struct Finger {
     /// The leaf's bounds (`None`: unbounded).
     lo: Option<Sep>,
     hi: Option<Sep>,
-    /// The position the last descent found in the leaf.
+    /// The position the last descent found in the leaf, and how far it was from the one
+    /// before (0 or 1: where the next is tried first).
     pos: usize,
+    step: usize,
     /// Descents that used this finger.
     hits: u32,
     /// Misses left before a new finger is taken (while the last one had no hits).
@@ -66,7 +68,7 @@ impl Finger {
         key: &[u8],
         id: ItemId,
         path: &mut Path,
-    ) -> Option<(LogicalId, usize)> {
+    ) -> Option<(LogicalId, usize, usize)> {
         if self.leaf == 0 || self.generation != generation || self.root != root {
             return None;
         }
@@ -87,11 +89,13 @@ impl Finger {
         }
         self.hits = self.hits.saturating_add(1);
         path.extend_from_slice(&self.path);
-        Some((self.leaf, self.pos))
+        Some((self.leaf, self.pos, self.step))
     }
 
     /// Records the position a descent found in the finger's leaf.
     pub fn at(&mut self, pos: usize) {
+        // Removals in order land where the last one did; inserts in order one further.
+        self.step = usize::from(pos != self.pos);
         self.pos = pos;
     }
 
@@ -135,16 +139,23 @@ impl Finger {
 
 /// The position of `key` in `items` (as `lower_bound` finds it: the first item `>= key`) when
 /// it is the last position found there, or the one after it: where the next of a run of
-/// ascending inserts, or of removals, lands. Two comparisons each; `None` when neither is it
-/// (or the store is not plain, where ids take part), and the caller searches.
-pub fn position_near(shape: &Shape, items: &[Item], key: &[u8], last: usize) -> Option<usize> {
+/// removals, or of ascending inserts, lands (`step`, 0 or 1, says which to try first). Two
+/// comparisons each; `None` when neither is it (or the store is not plain, where ids take
+/// part), and the caller searches.
+pub fn position_near(
+    shape: &Shape,
+    items: &[Item],
+    key: &[u8],
+    last: usize,
+    step: usize,
+) -> Option<usize> {
     if !shape.plain() {
         return None;
     }
     let kp = probe_prefix(key);
     // `items[i] < key`.
     let below = |i: usize| key_below(&items[i].key, key, kp, false);
-    [last + 1, last]
+    [last + step, last + 1 - step]
         .into_iter()
         .find(|&p| p <= items.len() && (p == 0 || below(p - 1)) && (p == items.len() || !below(p)))
 }

@@ -283,14 +283,17 @@ pub fn descend<S: NodeStore>(
         None => None,
     };
     let mut hint = None;
-    if let Some((leaf, at)) = fingered {
+    if let Some((leaf, at, step)) = fingered {
         cur = leaf;
-        hint = Some(at);
+        hint = Some((at, step));
     }
     loop {
         let step = store.visit(cur, |node, index| match node {
             Node::Leaf(items) => {
-                let pos = match hint.and_then(|at| finger::position_near(shape, items, key, at)) {
+                let near = hint.and_then(|(at, step)| {
+                    finger::position_near(shape, items, key, at, step.min(1))
+                });
+                let pos = match near {
                     Some(pos) => pos,
                     None => lower_bound_in(shape, items, index, key, id),
                 };
