@@ -23,8 +23,9 @@ pub fn remove<S: NodeStore>(
         return Ok(None);
     }
     let mut path = Path::new();
-    let (leaf_id, pos, same_key) = descend(store, shape, *root, key, id, &mut path)?;
-    if !same_key {
+    let landing = descend(store, shape, *root, key, id, &mut path)?;
+    let (leaf_id, pos) = (landing.leaf, landing.pos);
+    if !landing.same {
         return Ok(None);
     }
     let (removed, left) = match store.node_mut(leaf_id)? {
@@ -39,7 +40,8 @@ pub fn remove<S: NodeStore>(
         _ => return Ok(None),
     };
     // A non-root leaf still at least `min_fill` full needs nothing more.
-    if path.is_empty() || left < shape.min_fill() {
+    if leaf_id == *root || left < shape.min_fill() {
+        landing.fill_path(store, &mut path);
         rebalance(store, shape, root, path, leaf_id)?;
     }
     Ok(Some(removed))

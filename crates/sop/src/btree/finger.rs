@@ -58,8 +58,9 @@ pub struct Finger {
 }
 
 impl Finger {
-    /// The leaf and path for a descent to `(key, id)` when the finger covers it (and fills
-    /// `path`); `None` otherwise.
+    /// The leaf for a descent to `(key, id)` when the finger covers it, with the position
+    /// last found there and the step to try first ([`position_near`]); `None` otherwise. The
+    /// path stays in the finger ([`Finger::path`]) until a split or merge needs it.
     pub fn enter(
         &mut self,
         shape: &Shape,
@@ -67,7 +68,6 @@ impl Finger {
         root: LogicalId,
         key: &[u8],
         id: ItemId,
-        path: &mut Path,
     ) -> Option<(LogicalId, usize, usize)> {
         if self.leaf == 0 || self.generation != generation || self.root != root {
             return None;
@@ -88,8 +88,13 @@ impl Finger {
             return None;
         }
         self.hits = self.hits.saturating_add(1);
-        path.extend_from_slice(&self.path);
         Some((self.leaf, self.pos, self.step))
+    }
+
+    /// The internal nodes above the finger's leaf, and the child taken in each.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records the position a descent found in the finger's leaf.

@@ -23,8 +23,9 @@ pub fn insert<S: NodeStore>(
         return Ok(true);
     }
     let mut path = Path::new();
-    let (leaf_id, pos, same_key) = descend(store, shape, *root, &item.key, item.id, &mut path)?;
-    if shape.order.unique && same_key {
+    let landing = descend(store, shape, *root, &item.key, item.id, &mut path)?;
+    let (leaf_id, pos) = (landing.leaf, landing.pos);
+    if shape.order.unique && landing.same {
         return Ok(false);
     }
     let len = {
@@ -37,6 +38,7 @@ pub fn insert<S: NodeStore>(
         items.len()
     };
     if len > shape.slot_length {
+        landing.fill_path(store, &mut path);
         if shape.leaf_load_balancing
             && !path.is_empty()
             && balance_leaf(store, shape, &path, leaf_id)?

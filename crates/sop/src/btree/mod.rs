@@ -265,9 +265,35 @@ fn fast_cmp(k: &KeyBuf, probe: &[u8], pp: u128) -> Ordering {
     }
 }
 
-/// Walks from `root` to the leaf that covers `(key, id)`, filling `path`; returns the leaf's
-/// id and the position of the first item `>= (key, id)` in it, and whether that item has
-/// `key` (in the store's key order).
+/// Where a descent ended: the leaf, the position of the first item `>= (key, id)` in it, and
+/// whether that item has `key` (in the store's key order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landing {
+    /// The leaf.
+    pub leaf: LogicalId,
+    /// The position in it.
+    pub pos: usize,
+    /// The item there has the key.
+    pub same: bool,
+    /// Reached through the finger: the path is the finger's.
+    fingered: bool,
+}
+
+impl Landing {
+    /// Makes `path` the descent's path (a descent through the finger leaves it in the finger,
+    /// to be copied only when a split or merge needs it, before anything reshapes the tree).
+    pub fn fill_path<S: NodeStore>(&self, store: &mut S, path: &mut Path) {
+        if self.fingered
+            && let Some((f, _)) = store.finger()
+        {
+            path.clear();
+            path.extend_from_slice(f.path());
+        }
+    }
+}
+
+/// Walks from `root` to the leaf that covers `(key, id)`. A full walk fills `path`; one
+/// through the finger leaves `path` empty ([`Landing::fill_path`] fills it).
 pub fn descend<S: NodeStore>(
     store: &mut S,
     shape: &Shape,
@@ -275,11 +301,11 @@ pub fn descend<S: NodeStore>(
     key: &[u8],
     id: ItemId,
     path: &mut Path,
-) -> Result<(LogicalId, usize, bool)> {
+) -> Result<Landing> {
     path.clear();
     let mut cur = root;
     let fingered = match store.finger() {
-        Some((f, generation)) => f.enter(shape, generation, root, key, id, path),
+        Some((f, generation)) => f.enter(shape, generation, root, key, id),
         None => None,
     };
     let mut hint = None;
@@ -318,7 +344,12 @@ pub fn descend<S: NodeStore>(
                     Some(_) => remember(store, root, path, cur, pos)?,
                     None => {}
                 }
-                return Ok((cur, pos, same));
+                return Ok(Landing {
+                    leaf: cur,
+                    pos,
+                    same,
+                    fingered: fingered.is_some(),
+                });
             }
         }
     }
