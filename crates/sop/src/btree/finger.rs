@@ -22,6 +22,8 @@
 //! - A descent through the finger first tries the position the last one found in the leaf,
 //!   and the one after it ([`position_near`]), checking that the item before is below the
 //!   key and the item there is not (exactly `lower_bound`'s answer), before searching.
+//! - A finger whose range misses before it was ever used is dropped, so random access
+//!   checks one range per [`RETRY`] descents, not one per descent.
 //! - Keeping a finger costs a visit of the parent (rarely more) and two key copies per descent
 //!   that misses, so
 //!   after a finger that saw no use, a new one is taken only every [`RETRY`]th miss (random
@@ -32,7 +34,7 @@ use std::cmp::Ordering;
 use super::{Item, ItemId, LogicalId, Path, Sep, Shape, key_below, probe_prefix};
 
 /// Misses between two fingers when the last one was never used.
-pub const RETRY: u32 = 16;
+pub const RETRY: u32 = 64;
 
 /// Where the last descent of a tree ended (see the module docs).
 #[derive(Debug, Default, Clone)]
@@ -58,6 +60,13 @@ pub struct Finger {
 }
 
 impl Finger {
+    /// True when there is a finger to try (a cheap test before [`Finger::enter`]).
+    #[inline]
+    #[must_use]
+    pub fn armed(&self) -> bool {
+        self.leaf != 0
+    }
+
     /// The leaf for a descent to `(key, id)` when the finger covers it, with the position
     /// last found there and the step to try first ([`position_near`]); `None` otherwise. The
     /// path stays in the finger ([`Finger::path`]) until a split or merge needs it.
@@ -85,6 +94,11 @@ impl Finger {
         if self.lo.as_ref().is_some_and(|lo| !at_or_below(lo))
             || self.hi.as_ref().is_some_and(at_or_below)
         {
+            if self.hits == 0 {
+                // Never used: random access. Stop checking it (a new one is taken after
+                // [`RETRY`] misses).
+                self.leaf = 0;
+            }
             return None;
         }
         self.hits = self.hits.saturating_add(1);
@@ -111,6 +125,7 @@ impl Finger {
     }
 
     /// After a full descent that missed: whether to take a new finger now.
+    #[inline]
     pub fn wants(&mut self) -> bool {
         if self.hits > 0 || self.wait == 0 {
             return true;

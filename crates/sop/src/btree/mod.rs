@@ -305,8 +305,8 @@ pub fn descend<S: NodeStore>(
     path.clear();
     let mut cur = root;
     let fingered = match store.finger() {
-        Some((f, generation)) => f.enter(shape, generation, root, key, id),
-        None => None,
+        Some((f, generation)) if f.armed() => f.enter(shape, generation, root, key, id),
+        _ => None,
     };
     let mut hint = None;
     if let Some((leaf, at, step)) = fingered {
@@ -368,6 +368,18 @@ fn remember<S: NodeStore>(
     if !store.finger().is_some_and(|(f, _)| f.wants()) {
         return Ok(());
     }
+    take_finger(store, root, path, leaf, pos)
+}
+
+/// Takes a finger at `leaf`, reached from `root` by `path` (the caller asked
+/// [`Finger::wants`] first).
+pub(crate) fn take_finger<S: NodeStore>(
+    store: &mut S,
+    root: LogicalId,
+    path: &Path,
+    leaf: LogicalId,
+    pos: usize,
+) -> Result<()> {
     let (mut lo, mut hi): (Option<Sep>, Option<Sep>) = (None, None);
     let (mut lo_known, mut hi_known) = (false, false);
     for &(node, i) in path.iter().rev() {

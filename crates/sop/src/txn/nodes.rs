@@ -319,24 +319,59 @@ impl TxnNodes<'_> {
         debug_assert!(self.store.shape.plain());
         let shape = self.store.shape.clone();
         let mut f = Some(f);
-        let mut cur = root;
+        // Runs of nearby keys start at the leaf the last lookup ended on (`btree::finger`).
+        let fingered = if self.store.finger.armed() {
+            self.store
+                .finger
+                .enter(&shape, self.store.shape_gen, root, key, 0)
+        } else {
+            None
+        };
+        let (mut cur, hint) = match fingered {
+            Some((leaf, at, step)) => (leaf, Some((at, step))),
+            None => (root, None),
+        };
+        // Whether this walk takes a new finger (random lookups take one now and then only,
+        // and skip recording their path otherwise).
+        let record = fingered.is_none() && self.store.finger.wants();
+        let mut path = btree::Path::new();
         while cur != 0 {
             let step = self.visit(cur, |node, index| match node {
                 Node::Internal { seps, children } => {
                     let i = btree::child_index_in(&shape, seps, index, key, 0);
-                    Ok(children.get(i).copied().unwrap_or_default())
+                    Ok((i, children.get(i).copied().unwrap_or_default()))
                 }
                 Node::Leaf(items) => {
-                    let i = btree::lower_bound_in(&shape, items, index, key, ItemId::MAX);
-                    Err(items
-                        .get(i)
-                        .filter(|it| it.key.is(key))
-                        .and_then(|it| f.take().map(|f| f(it))))
+                    let near = hint.and_then(|(at, step)| {
+                        btree::finger::position_near(&shape, items, key, at, step.min(1))
+                    });
+                    let i = near.unwrap_or_else(|| {
+                        btree::lower_bound_in(&shape, items, index, key, ItemId::MAX)
+                    });
+                    Err((
+                        i,
+                        items
+                            .get(i)
+                            .filter(|it| it.key.is(key))
+                            .and_then(|it| f.take().map(|f| f(it))),
+                    ))
                 }
             })?;
             match step {
-                Ok(child) => cur = child,
-                Err(found) => return Ok(found),
+                Ok((i, child)) => {
+                    if record {
+                        path.push((cur, i));
+                    }
+                    cur = child;
+                }
+                Err((pos, found)) => {
+                    if fingered.is_some() {
+                        self.store.finger.at(pos);
+                    } else if record {
+                        btree::take_finger(self, root, &path, cur, pos)?;
+                    }
+                    return Ok(found);
+                }
             }
         }
         Ok(None)
