@@ -310,11 +310,11 @@ impl TxnNodes<'_> {
     /// Point lookup in a store of unique keys in byte order, without touching a reference
     /// count: calls `f` with the item with `key`, or returns `None`. Committed nodes are
     /// searched through their [`SearchIndex`].
-    pub(crate) fn get_plain<R>(
+    pub(crate) fn get_plain<R, F: FnOnce(&Item) -> R>(
         &mut self,
         root: LogicalId,
         key: &[u8],
-        f: impl FnOnce(&Item) -> R,
+        f: F,
     ) -> Result<Option<R>> {
         debug_assert!(self.store.shape.plain());
         let shape = self.store.shape.clone();
@@ -334,6 +334,32 @@ impl TxnNodes<'_> {
         // Whether this walk takes a new finger (random lookups take one now and then only,
         // and skip recording their path otherwise).
         let record = fingered.is_none() && self.store.finger.wants();
+        let found = |items: &[Item], i: usize, f: &mut Option<_>| {
+            items
+                .get(i)
+                .filter(|it| it.key.is(key))
+                .and_then(|it| f.take().map(|f: F| f(it)))
+        };
+        if fingered.is_none() && !record {
+            // The plain walk (random lookups): no path, no finger.
+            while cur != 0 {
+                let step = self.visit(cur, |node, index| match node {
+                    Node::Internal { seps, children } => {
+                        let i = btree::child_index_in(&shape, seps, index, key, 0);
+                        Ok(children.get(i).copied().unwrap_or_default())
+                    }
+                    Node::Leaf(items) => {
+                        let i = btree::lower_bound_in(&shape, items, index, key, ItemId::MAX);
+                        Err(found(items, i, &mut f))
+                    }
+                })?;
+                match step {
+                    Ok(child) => cur = child,
+                    Err(r) => return Ok(r),
+                }
+            }
+            return Ok(None);
+        }
         let mut path = btree::Path::new();
         while cur != 0 {
             let step = self.visit(cur, |node, index| match node {
@@ -348,29 +374,21 @@ impl TxnNodes<'_> {
                     let i = near.unwrap_or_else(|| {
                         btree::lower_bound_in(&shape, items, index, key, ItemId::MAX)
                     });
-                    Err((
-                        i,
-                        items
-                            .get(i)
-                            .filter(|it| it.key.is(key))
-                            .and_then(|it| f.take().map(|f| f(it))),
-                    ))
+                    Err((i, found(items, i, &mut f)))
                 }
             })?;
             match step {
                 Ok((i, child)) => {
-                    if record {
-                        path.push((cur, i));
-                    }
+                    path.push((cur, i));
                     cur = child;
                 }
-                Err((pos, found)) => {
+                Err((pos, r)) => {
                     if fingered.is_some() {
                         self.store.finger.at(pos);
-                    } else if record {
+                    } else {
                         btree::take_finger(self, root, &path, cur, pos)?;
                     }
-                    return Ok(found);
+                    return Ok(r);
                 }
             }
         }
