@@ -9,10 +9,9 @@
 //! # Invariants
 //!
 //! - A finger is used only while the tree's root and *shape generation* are those it was taken
-//!   at. The
-//!   node store bumps that generation on every node allocation, every free, and every change
-//!   of an internal node: splits, merges, borrows and root changes all do one of these, and
-//!   nothing else moves a separator or a child. So the path and the bounds a usable finger
+//!   at. The node store bumps that generation on every node allocation, every free, and every
+//!   change of an internal node: splits, merges, borrows and root changes all do one of these,
+//!   and nothing else moves a separator or a child. So the path and the bounds a usable finger
 //!   holds are exactly those a full descent would find.
 //! - `lo` and `hi` are the nearest separators around the leaf along its path: its parent's,
 //!   or, for a first or last child, an ancestor's (each level's range lies inside its
@@ -22,12 +21,9 @@
 //! - A descent through the finger first tries the position the last one found in the leaf,
 //!   and the one after it ([`position_near`]), checking that the item before is below the
 //!   key and the item there is not (exactly `lower_bound`'s answer), before searching.
-//! - A finger whose range misses before it was ever used is dropped, so random access
-//!   checks one range per [`RETRY`] descents, not one per descent.
-//! - Keeping a finger costs a visit of the parent (rarely more) and two key copies per descent
-//!   that misses, so
-//!   after a finger that saw no use, a new one is taken only every [`RETRY`]th miss (random
-//!   access pays almost nothing for it).
+//! - Random access pays little: a finger whose range misses before it was ever used is
+//!   dropped, and a new one (a visit of the parent, rarely more, and two key copies) is taken
+//!   only every [`RETRY`]th miss after that.
 
 use std::cmp::Ordering;
 
@@ -49,10 +45,10 @@ pub struct Finger {
     /// The leaf's bounds (`None`: unbounded).
     lo: Option<Sep>,
     hi: Option<Sep>,
-    /// The position the last descent found in the leaf, and how far it was from the one
-    /// before (0 or 1: where the next is tried first).
+    /// The position the last descent found in the leaf, and whether it was one further than
+    /// the one before (then the next descent tries one further first).
     pos: usize,
-    step: usize,
+    moved: bool,
     /// Descents that used this finger.
     hits: u32,
     /// Misses left before a new finger is taken (while the last one had no hits).
@@ -68,7 +64,8 @@ impl Finger {
     }
 
     /// The leaf for a descent to `(key, id)` when the finger covers it, with the position
-    /// last found there and the step to try first ([`position_near`]); `None` otherwise. The
+    /// last found there and whether to try the next one first ([`position_near`]); `None`
+    /// otherwise. The
     /// path stays in the finger ([`Finger::path`]) until a split or merge needs it.
     pub fn enter(
         &mut self,
@@ -77,7 +74,7 @@ impl Finger {
         root: LogicalId,
         key: &[u8],
         id: ItemId,
-    ) -> Option<(LogicalId, usize, usize)> {
+    ) -> Option<(LogicalId, usize, bool)> {
         if self.leaf == 0 || self.generation != generation || self.root != root {
             return None;
         }
@@ -102,7 +99,7 @@ impl Finger {
             return None;
         }
         self.hits = self.hits.saturating_add(1);
-        Some((self.leaf, self.pos, self.step))
+        Some((self.leaf, self.pos, self.moved))
     }
 
     /// The internal nodes above the finger's leaf, and the child taken in each.
@@ -114,14 +111,8 @@ impl Finger {
     /// Records the position a descent found in the finger's leaf.
     pub fn at(&mut self, pos: usize) {
         // Removals in order land where the last one did; inserts in order one further.
-        self.step = usize::from(pos != self.pos);
+        self.moved = pos != self.pos;
         self.pos = pos;
-    }
-
-    /// Descents that used this finger (since it was taken).
-    #[must_use]
-    pub fn hits(&self) -> u32 {
-        self.hits
     }
 
     /// After a full descent that missed: whether to take a new finger now.
@@ -159,7 +150,7 @@ impl Finger {
 
 /// The position of `key` in `items` (as `lower_bound` finds it: the first item `>= key`) when
 /// it is the last position found there, or the one after it: where the next of a run of
-/// removals, or of ascending inserts, lands (`step`, 0 or 1, says which to try first). Two
+/// removals, or of ascending inserts, lands (`next_first`: try the one after first). Two
 /// comparisons each; `None` when neither is it (or the store is not plain, where ids take
 /// part), and the caller searches.
 pub fn position_near(
@@ -167,7 +158,7 @@ pub fn position_near(
     items: &[Item],
     key: &[u8],
     last: usize,
-    step: usize,
+    next_first: bool,
 ) -> Option<usize> {
     if !shape.plain() {
         return None;
@@ -175,7 +166,12 @@ pub fn position_near(
     let kp = probe_prefix(key);
     // `items[i] < key`.
     let below = |i: usize| key_below(&items[i].key, key, kp, false);
-    [last + step, last + 1 - step]
+    let order = if next_first {
+        [last + 1, last]
+    } else {
+        [last, last + 1]
+    };
+    order
         .into_iter()
         .find(|&p| p <= items.len() && (p == 0 || below(p - 1)) && (p == items.len() || !below(p)))
 }

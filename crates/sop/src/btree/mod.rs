@@ -309,15 +309,15 @@ pub fn descend<S: NodeStore>(
         _ => None,
     };
     let mut hint = None;
-    if let Some((leaf, at, step)) = fingered {
+    if let Some((leaf, at, next_first)) = fingered {
         cur = leaf;
-        hint = Some((at, step));
+        hint = Some((at, next_first));
     }
     loop {
         let step = store.visit(cur, |node, index| match node {
             Node::Leaf(items) => {
-                let near = hint.and_then(|(at, step)| {
-                    finger::position_near(shape, items, key, at, step.min(1))
+                let near = hint.and_then(|(at, next_first)| {
+                    finger::position_near(shape, items, key, at, next_first)
                 });
                 let pos = match near {
                     Some(pos) => pos,
@@ -339,10 +339,12 @@ pub fn descend<S: NodeStore>(
                 cur = child;
             }
             Err((pos, same)) => {
-                match store.finger() {
-                    Some((f, _)) if fingered.is_some() => f.at(pos),
-                    Some(_) => remember(store, root, path, cur, pos)?,
-                    None => {}
+                if fingered.is_some() {
+                    if let Some((f, _)) = store.finger() {
+                        f.at(pos);
+                    }
+                } else if store.finger().is_some_and(|(f, _)| f.wants()) {
+                    take_finger(store, root, path, cur, pos)?;
                 }
                 return Ok(Landing {
                     leaf: cur,
@@ -355,24 +357,9 @@ pub fn descend<S: NodeStore>(
     }
 }
 
-/// After a full descent to `leaf`: takes a finger there, when the store keeps one and wants
-/// one now. The leaf's bounds are the nearest separators around the path, found from the
-/// parent up (the parent's own, unless the leaf is its first or last child).
-fn remember<S: NodeStore>(
-    store: &mut S,
-    root: LogicalId,
-    path: &Path,
-    leaf: LogicalId,
-    pos: usize,
-) -> Result<()> {
-    if !store.finger().is_some_and(|(f, _)| f.wants()) {
-        return Ok(());
-    }
-    take_finger(store, root, path, leaf, pos)
-}
-
 /// Takes a finger at `leaf`, reached from `root` by `path` (the caller asked
-/// [`Finger::wants`] first).
+/// [`Finger::wants`] first). The leaf's bounds are the nearest separators around the path,
+/// found from the parent up (the parent's own, unless the leaf is its first or last child).
 pub(crate) fn take_finger<S: NodeStore>(
     store: &mut S,
     root: LogicalId,

@@ -183,9 +183,9 @@ impl Batch {
 
     /// Frames `node` (a changed leaf) as a delta over the full image `base` (holding
     /// `base_items`), if that is worth it: the delta takes at most a [`DELTA_SHARE`]th of the
-    /// leaf's bytes, and the base at most a quarter more than the leaf (a leaf that lost many items
-    /// is written whole, so the live bytes of a delta and its base stay within 1.5 times the
-    /// leaf's).
+    /// leaf's bytes, and the base at most a quarter more than the leaf (a leaf that lost many
+    /// items is written whole, so the live bytes of a delta and its base stay within 1.5 times
+    /// the leaf's).
     fn add_leaf_delta(
         &mut self,
         id: ImageId,

@@ -328,7 +328,7 @@ impl TxnNodes<'_> {
             None
         };
         let (mut cur, hint) = match fingered {
-            Some((leaf, at, step)) => (leaf, Some((at, step))),
+            Some((leaf, at, next_first)) => (leaf, Some((at, next_first))),
             None => (root, None),
         };
         // Whether this walk takes a new finger (random lookups take one now and then only,
@@ -368,8 +368,8 @@ impl TxnNodes<'_> {
                     Ok((i, children.get(i).copied().unwrap_or_default()))
                 }
                 Node::Leaf(items) => {
-                    let near = hint.and_then(|(at, step)| {
-                        btree::finger::position_near(&shape, items, key, at, step.min(1))
+                    let near = hint.and_then(|(at, next_first)| {
+                        btree::finger::position_near(&shape, items, key, at, next_first)
                     });
                     let i = near.unwrap_or_else(|| {
                         btree::lower_bound_in(&shape, items, index, key, ItemId::MAX)
