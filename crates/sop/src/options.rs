@@ -3,7 +3,7 @@
 //! [`DatabaseOptions`] are persisted in the database folder (`dboptions.json`, a checksummed
 //! text file) when it is created and read back on every open. [`StoreOptions`] are persisted in
 //! the catalog with the store. Values out of range are rejected with
-//! [`Error::InvalidOption`](crate::Error::InvalidOption), never silently clamped.
+//! [`Error::InvalidOption`], never silently clamped.
 
 use std::path::PathBuf;
 use std::time::Duration;

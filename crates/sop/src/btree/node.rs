@@ -77,7 +77,7 @@ impl KeyBuf {
     }
 
     /// Bytes `from..from + 8` of the key as a big-endian number, zero-padded (as
-    /// [`super::word8`] of `key[from..]`): one load for an inline key, whose bytes past its
+    /// `word8` of `key[from..]`): one load for an inline key, whose bytes past its
     /// length are zero.
     #[inline]
     #[must_use]

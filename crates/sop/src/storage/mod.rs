@@ -15,7 +15,7 @@
 //! - Paths are absolute or relative to the process; backends do not interpret them further.
 //!
 //! Backends: [`FileStorage`] (buffered std files, optionally O_DIRECT with 4096-byte alignment),
-//! [`MemoryStorage`] (tests), and with the `testing` feature [`FaultStorage`] (fault injection
+//! [`MemoryStorage`] (tests), and with the `testing` feature `FaultStorage` (fault injection
 //! and power-cut simulation).
 
 mod direct;
