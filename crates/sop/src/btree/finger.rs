@@ -109,10 +109,12 @@ impl Finger {
     }
 
     /// Records the position a descent found in the finger's leaf.
-    pub fn at(&mut self, pos: usize) {
+    pub fn at(&mut self, pos: usize) -> usize {
         // Removals in order land where the last one did; inserts in order one further.
-        self.moved = pos != self.pos;
+        let prev = self.pos;
+        self.moved = pos != prev;
         self.pos = pos;
+        prev
     }
 
     /// After a full descent that missed: whether to take a new finger now.

@@ -277,6 +277,10 @@ pub struct Landing {
     pub same: bool,
     /// Reached through the finger: the path is the finger's.
     fingered: bool,
+    /// Reached through the finger: the position the descent before this one found in the
+    /// same leaf (a run of inserts in key order lands one further each time, a run in
+    /// descending order at the same place).
+    pub prev: Option<usize>,
 }
 
 impl Landing {
@@ -339,9 +343,10 @@ pub fn descend<S: NodeStore>(
                 cur = child;
             }
             Err((pos, same)) => {
+                let mut prev = None;
                 if fingered.is_some() {
                     if let Some((f, _)) = store.finger() {
-                        f.at(pos);
+                        prev = Some(f.at(pos));
                     }
                 } else if store.finger().is_some_and(|(f, _)| f.wants()) {
                     take_finger(store, root, path, cur, pos)?;
@@ -351,6 +356,7 @@ pub fn descend<S: NodeStore>(
                     pos,
                     same,
                     fingered: fingered.is_some(),
+                    prev,
                 });
             }
         }
@@ -393,7 +399,7 @@ pub(crate) fn take_finger<S: NodeStore>(
     }
     if let Some((f, generation)) = store.finger() {
         f.set(generation, root, leaf, path, lo, hi);
-        f.at(pos);
+        let _ = f.at(pos);
     }
     Ok(())
 }

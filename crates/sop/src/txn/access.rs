@@ -14,6 +14,7 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 
+use super::keylist::KeyList;
 use crate::btree::{KeyBuf, Order};
 
 /// Reads and writes of one store.
@@ -21,7 +22,7 @@ use crate::btree::{KeyBuf, Order};
 pub(crate) struct Access {
     pub points: Vec<KeyBuf>,
     pub ranges: Vec<(Bound<KeyBuf>, Bound<KeyBuf>)>,
-    pub written: Vec<KeyBuf>,
+    pub written: KeyList,
 }
 
 fn own(b: Bound<&[u8]>) -> Bound<KeyBuf> {
@@ -53,7 +54,7 @@ impl Access {
 
     /// A key was written.
     pub fn wrote(&mut self, k: &[u8]) {
-        self.written.push(KeyBuf::new(k));
+        self.written.push(k);
     }
 
     /// The first key of `written` (sorted in `order`) that this read set covers.
@@ -62,8 +63,12 @@ impl Access {
             return None;
         }
         // In stores of unique keys a key written is a key read (writes read first).
-        let also_written = if order.unique { &self.written[..] } else { &[] };
-        for p in self.points.iter().chain(also_written) {
+        let also_written = order
+            .unique
+            .then(|| self.written.iter())
+            .into_iter()
+            .flatten();
+        for p in self.points.iter().map(|p| &p[..]).chain(also_written) {
             if let Ok(i) = written.binary_search_by(|w| order.keys(w, p)) {
                 return written.get(i);
             }

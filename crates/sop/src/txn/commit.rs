@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use super::access::sorted_keys;
+use super::keylist::KeyList;
 use super::nodes;
 use super::nodes::Dirty;
 use super::prepared::{self, Prepared, PreparedStore};
@@ -49,12 +50,11 @@ pub(crate) struct HistEntry {
 #[derive(Debug)]
 pub(crate) struct StoreWrites {
     pub store: StoreId,
-    /// The keys, in the store's order unless `order` is set.
-    keys: Vec<KeyBuf>,
-    /// Set when `keys` are not sorted yet: they are sorted (into `sorted`) only when a
-    /// concurrent transaction validates against them, which most commits never see.
-    order: Option<Order>,
+    /// The keys in the store's order: given so, or sorted from `unsorted` on first use.
     sorted: OnceLock<Vec<KeyBuf>>,
+    /// Keys in the order they were written, and the order to sort them in. Sorted only when
+    /// a concurrent transaction validates against them, which most commits never see.
+    unsorted: Option<(KeyList, Order)>,
     pub count_changed: bool,
 }
 
@@ -63,32 +63,28 @@ impl StoreWrites {
     pub fn sorted(store: StoreId, keys: Vec<KeyBuf>, count_changed: bool) -> Self {
         StoreWrites {
             store,
-            keys,
-            order: None,
-            sorted: OnceLock::new(),
+            sorted: OnceLock::from(keys),
+            unsorted: None,
             count_changed,
         }
     }
 
     /// Keys in any order (sorted in `order` on first use).
-    pub fn unsorted(store: StoreId, keys: Vec<KeyBuf>, order: Order, count_changed: bool) -> Self {
+    pub fn unsorted(store: StoreId, keys: KeyList, order: Order, count_changed: bool) -> Self {
         StoreWrites {
             store,
-            keys,
-            order: Some(order),
             sorted: OnceLock::new(),
+            unsorted: Some((keys, order)),
             count_changed,
         }
     }
 
     /// The keys, sorted in the store's order, without duplicates.
     pub fn keys(&self) -> &[KeyBuf] {
-        match &self.order {
-            None => &self.keys,
-            Some(o) => self
-                .sorted
-                .get_or_init(|| sorted_keys(o, self.keys.clone())),
-        }
+        self.sorted.get_or_init(|| match &self.unsorted {
+            Some((keys, order)) => sorted_keys(order, keys.to_vec()),
+            None => Vec::new(),
+        })
     }
 }
 
@@ -487,7 +483,7 @@ fn check_against_prepared(st: &TxnState, p: &Prepared) -> Result<()> {
             if ps.count_read && ts.meta.count != ts.base.as_ref().map_or(0, |b| b.count) {
                 return held(&format!("the item count of store {}", ps.name));
             }
-            let mine = sorted_keys(&ts.shape.order, ts.access.written.clone());
+            let mine = sorted_keys(&ts.shape.order, ts.access.written.to_vec());
             if let Some(k) = ps.access.conflict(&ts.shape.order, &mine) {
                 return held(&format!(
                     "item {:?} of store {}",
@@ -613,7 +609,11 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
         let keys = std::mem::take(&mut ts.access.written);
         b.writes.push(if shared.cluster.is_some() {
             // The commit record carries them, sorted.
-            StoreWrites::sorted(sid, sorted_keys(&ts.shape.order, keys), count_changed)
+            StoreWrites::sorted(
+                sid,
+                sorted_keys(&ts.shape.order, keys.to_vec()),
+                count_changed,
+            )
         } else {
             StoreWrites::unsorted(sid, keys, ts.shape.order.clone(), count_changed)
         });

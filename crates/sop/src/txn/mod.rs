@@ -14,6 +14,7 @@
 
 pub(crate) mod access;
 mod commit;
+mod keylist;
 pub(crate) mod nodes;
 pub(crate) mod prepared;
 

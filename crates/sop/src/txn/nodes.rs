@@ -384,7 +384,7 @@ impl TxnNodes<'_> {
                 }
                 Err((pos, r)) => {
                     if fingered.is_some() {
-                        self.store.finger.at(pos);
+                        let _ = self.store.finger.at(pos);
                     } else {
                         btree::take_finger(self, root, &path, cur, pos)?;
                     }

@@ -243,8 +243,8 @@ fn get_bound(r: &mut Reader<'_>) -> Result<Bound<KeyBuf>, DecodeError> {
     })
 }
 
-fn put_keys(w: &mut Writer, keys: &[KeyBuf]) {
-    w.varint(keys.len() as u64);
+fn put_keys<'k>(w: &mut Writer, n: usize, keys: impl Iterator<Item = &'k [u8]>) {
+    w.varint(n as u64);
     for k in keys {
         w.bytes(k);
     }
@@ -277,13 +277,17 @@ impl Prepared {
             let opts =
                 serde_json::to_vec(&s.options).map_err(|e| Error::Encoding(e.to_string()))?;
             w.bytes(&opts);
-            put_keys(&mut w, &s.access.points);
+            put_keys(
+                &mut w,
+                s.access.points.len(),
+                s.access.points.iter().map(|k| &k[..]),
+            );
             w.varint(s.access.ranges.len() as u64);
             for (lo, hi) in &s.access.ranges {
                 put_bound(&mut w, lo);
                 put_bound(&mut w, hi);
             }
-            put_keys(&mut w, &s.access.written);
+            put_keys(&mut w, s.access.written.len(), s.access.written.iter());
             w.varint(s.changes.len() as u64);
             for c in &s.changes {
                 let (tag, key, id, v) = match c {
@@ -342,7 +346,7 @@ impl Prepared {
             for _ in 0..nr {
                 ranges.push((get_bound(&mut r)?, get_bound(&mut r)?));
             }
-            let written = get_keys(&mut r)?;
+            let written = get_keys(&mut r)?.into_iter().collect();
             let nc = r.count(18, "change count")?;
             let mut changes = Vec::with_capacity(nc);
             for _ in 0..nc {
