@@ -23,10 +23,18 @@ pub(crate) struct Dirty {
     pub node: Arc<Node>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
-    /// Search index of an internal node, built when it is searched and dropped when it is
-    /// changed (separators change rarely; leaves change on every write and get none).
+    /// Search index of an internal node, built when it is searched again and again and
+    /// dropped when it is changed (leaves change on every write and get none).
     pub index: Option<SearchIndex>,
+    /// Searches of an internal node since it last changed, up to [`INDEX_AFTER`].
+    pub searches: u8,
 }
+
+/// Searches of a changed internal node after which it gets a search index. Building one
+/// reads every separator: a parent searched once or twice between two splits of its
+/// children (a run of inserts, where the finger skips it) is searched directly, the root of
+/// random inserts (searched by each) gets its index after a few.
+const INDEX_AFTER: u8 = 3;
 
 /// Where an actively persisted blob of this transaction was written.
 #[derive(Debug, Clone, Copy)]
@@ -457,7 +465,11 @@ impl NodeStore for TxnNodes<'_> {
     ) -> Result<R> {
         if let Some(d) = self.store.dirty.get_mut(&id) {
             if d.index.is_none() && matches!(*d.node, Node::Internal { .. }) {
-                d.index = Some(SearchIndex::of(&d.node));
+                if d.searches >= INDEX_AFTER {
+                    d.index = Some(SearchIndex::of(&d.node));
+                } else {
+                    d.searches += 1;
+                }
             }
             return Ok(f(&d.node, d.index.as_ref()));
         }
@@ -493,10 +505,12 @@ impl NodeStore for TxnNodes<'_> {
                     node: copy,
                     base,
                     index: None,
+                    searches: 0,
                 })
             }
         };
         d.index = None;
+        d.searches = 0;
         if matches!(*d.node, Node::Internal { .. }) {
             store.shape_gen += 1;
         }
@@ -511,6 +525,7 @@ impl NodeStore for TxnNodes<'_> {
                 node: Arc::new(node),
                 base: 0,
                 index: None,
+                searches: 0,
             },
         );
         self.store.changes += 1;
