@@ -2,15 +2,15 @@
 //!
 //! A full leaf is split in two halves and the first (key, id) of the right half becomes the
 //! separator in the parent. A leaf that overflows inside a run of inserts in key order is
-//! split after the new item instead (before it, for a run in descending order), when that
-//! gives the side the run leaves behind more than half, keeping an eighth of it free for
-//! later inserts: a run never comes back to that side, and halves would stay half full
-//! (ascending keys: every leaf; SOP's `key_{i}` benchmark: 53 % full leaves instead of 66 %). Runs are seen through the finger ([`super::finger`]):
-//! the previous descent landed just before this one (ascending) or at the same place
-//! (descending). Random inserts split in halves as before; a full internal node is split around its middle separator, which
-//! moves up. A root split makes a new root. With `leaf_load_balancing`, a full leaf first
-//! moves items to an adjacent sibling with room (updating one separator), and splits only when
-//! both siblings are full.
+//! split after the new item instead (before it, for a run in descending order) when that gives
+//! the side the run leaves behind more than half, keeping an eighth of that side free for later
+//! inserts: a run never comes back to that side, and halves would stay half full (ascending
+//! keys: every leaf; SOP's `key_{i}` benchmark: 53 % full leaves instead of 66 %). Runs are
+//! seen through the finger ([`super::finger`]): the previous descent landed just before this
+//! one (ascending) or at the same place (descending). Random inserts split in halves as before.
+//! A full internal node is split around its middle separator, which moves up. A root split
+//! makes a new root. With `leaf_load_balancing`, a full leaf first moves items to an adjacent
+//! sibling with room (updating one separator), and splits only when both siblings are full.
 
 use super::{Item, Node, NodeStore, Path, Sep, Shape, descend};
 use crate::error::{Error, Result};

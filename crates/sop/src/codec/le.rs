@@ -17,7 +17,7 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Appends little-endian values to a byte vector.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Writer {
     /// The bytes written so far.
     pub buf: Vec<u8>,
@@ -50,6 +50,7 @@ impl Writer {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// LEB128 unsigned varint.
+    #[inline]
     pub fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.push((v as u8) | 0x80);
@@ -58,6 +59,7 @@ impl Writer {
         self.buf.push(v as u8);
     }
     /// A varint length followed by the bytes.
+    #[inline]
     pub fn bytes(&mut self, b: &[u8]) {
         self.varint(b.len() as u64);
         self.buf.extend_from_slice(b);

@@ -13,6 +13,7 @@
 //! allocates a few hundred bytes.
 
 use crate::btree::KeyBuf;
+use crate::codec::{Reader, Writer};
 
 /// Capacity of the first chunk.
 const FIRST_CHUNK: usize = 256;
@@ -24,7 +25,7 @@ const MAX_VARINT: usize = 10;
 /// Keys in insertion order (see the module documentation).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyList {
-    chunks: Vec<Vec<u8>>,
+    chunks: Vec<Writer>,
     len: usize,
 }
 
@@ -35,22 +36,18 @@ impl KeyList {
         let room = self
             .chunks
             .last()
-            .map_or(0, |c| c.capacity().saturating_sub(c.len()));
+            .map_or(0, |c| c.buf.capacity().saturating_sub(c.buf.len()));
         if room < need {
             let next = self
                 .chunks
                 .last()
-                .map_or(FIRST_CHUNK, |c| (c.capacity() * 2).min(MAX_CHUNK));
-            self.chunks.push(Vec::with_capacity(next.max(need)));
+                .map_or(FIRST_CHUNK, |c| (c.buf.capacity() * 2).min(MAX_CHUNK));
+            self.chunks
+                .push(Writer::with(Vec::with_capacity(next.max(need))));
         }
         if let Some(c) = self.chunks.last_mut() {
-            let mut n = key.len() as u64;
-            while n >= 0x80 {
-                c.push((n as u8) | 0x80);
-                n >>= 7;
-            }
-            c.push(n as u8);
-            c.extend_from_slice(key);
+            // Within capacity: the chunk's buffer does not move.
+            c.bytes(key);
             self.len += 1;
         }
     }
@@ -62,7 +59,11 @@ impl KeyList {
 
     /// The keys, in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.chunks.iter().flat_map(|c| Entries { rest: c })
+        self.chunks.iter().flat_map(|c| {
+            let mut r = Reader::new(&c.buf);
+            // Only `push` writes chunks, so every entry is whole.
+            std::iter::from_fn(move || (r.remaining() > 0).then(|| r.bytes("key").ok()).flatten())
+        })
     }
 
     /// The keys as `KeyBuf`s, in the order they were pushed.
@@ -80,34 +81,6 @@ impl FromIterator<KeyBuf> for KeyList {
             l.push(&k);
         }
         l
-    }
-}
-
-/// The entries of one chunk.
-struct Entries<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Entries<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        // Only `push` writes chunks, so every entry is whole; a short chunk ends the walk.
-        let mut n = 0usize;
-        let mut shift = 0;
-        let mut i = 0;
-        loop {
-            let b = *self.rest.get(i)?;
-            n |= usize::from(b & 0x7F) << shift;
-            i += 1;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        let key = self.rest.get(i..i + n)?;
-        self.rest = self.rest.get(i + n..).unwrap_or_default();
-        Some(key)
     }
 }
 
@@ -154,12 +127,12 @@ mod tests {
             l.push(format!("key_{i}").as_bytes());
             for (j, c) in l.chunks.iter().enumerate() {
                 match seen.get(j) {
-                    Some(&p) => assert_eq!(p, c.as_ptr(), "chunk {j} moved"),
-                    None => seen.push(c.as_ptr()),
+                    Some(&p) => assert_eq!(p, c.buf.as_ptr(), "chunk {j} moved"),
+                    None => seen.push(c.buf.as_ptr()),
                 }
             }
         }
         assert!(l.chunks.len() > 1);
-        assert!(l.chunks.iter().all(|c| c.capacity() <= MAX_CHUNK));
+        assert!(l.chunks.iter().all(|c| c.buf.capacity() <= MAX_CHUNK));
     }
 }
