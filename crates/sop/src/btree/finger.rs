@@ -65,8 +65,8 @@ impl Finger {
 
     /// The leaf for a descent to `(key, id)` when the finger covers it, with the position
     /// last found there and whether to try the next one first ([`position_near`]); `None`
-    /// otherwise. The
-    /// path stays in the finger ([`Finger::path`]) until a split or merge needs it.
+    /// otherwise. The path stays in the finger ([`Finger::path`]) until a split or merge
+    /// needs it.
     pub fn enter(
         &mut self,
         shape: &Shape,

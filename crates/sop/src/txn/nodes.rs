@@ -340,7 +340,7 @@ impl TxnNodes<'_> {
             None => (root, None),
         };
         // Whether this walk takes a new finger (random lookups take one now and then only,
-        // and skip recording their path otherwise).
+        // and record no path otherwise).
         let record = fingered.is_none() && self.store.finger.wants();
         let found = |items: &[Item], i: usize, f: &mut Option<_>| {
             items
@@ -348,26 +348,6 @@ impl TxnNodes<'_> {
                 .filter(|it| it.key.is(key))
                 .and_then(|it| f.take().map(|f: F| f(it)))
         };
-        if fingered.is_none() && !record {
-            // The plain walk (random lookups): no path, no finger.
-            while cur != 0 {
-                let step = self.visit(cur, |node, index| match node {
-                    Node::Internal { seps, children } => {
-                        let i = btree::child_index_in(&shape, seps, index, key, 0);
-                        Ok(children.get(i).copied().unwrap_or_default())
-                    }
-                    Node::Leaf(items) => {
-                        let i = btree::lower_bound_in(&shape, items, index, key, ItemId::MAX);
-                        Err(found(items, i, &mut f))
-                    }
-                })?;
-                match step {
-                    Ok(child) => cur = child,
-                    Err(r) => return Ok(r),
-                }
-            }
-            return Ok(None);
-        }
         let mut path = btree::Path::new();
         while cur != 0 {
             let step = self.visit(cur, |node, index| match node {
@@ -387,13 +367,15 @@ impl TxnNodes<'_> {
             })?;
             match step {
                 Ok((i, child)) => {
-                    path.push((cur, i));
+                    if record {
+                        path.push((cur, i));
+                    }
                     cur = child;
                 }
                 Err((pos, r)) => {
                     if fingered.is_some() {
                         let _ = self.store.finger.at(pos);
-                    } else {
+                    } else if record {
                         btree::take_finger(self, root, &path, cur, pos)?;
                     }
                     return Ok(r);
