@@ -54,6 +54,7 @@ fn main() -> Result<()> {
         Some(s) => s.parse().context("ROUNDS must be a number")?,
         None => 3000,
     };
+    anyhow::ensure!(rounds > 0, "ROUNDS must be at least 1");
     let dir = tempfile::tempdir()?;
     let cfg = EngineConfig::default();
     for sub in ["sop", "fjall"] {
