@@ -23,12 +23,16 @@ use sop_bench::{BenchDb, Data, EngineConfig};
 const ZEROED: usize = 16 << 20;
 const SPARSE: u64 = 64 << 20;
 
-fn zeroed_file(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
+fn create(path: &Path) -> Result<File> {
+    Ok(OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(path)?;
+        .open(path)?)
+}
+
+fn zeroed_file(path: &Path) -> Result<File> {
+    let f = create(path)?;
     f.write_all_at(&vec![0u8; ZEROED], 0)?;
     f.sync_all()?;
     Ok(f)
@@ -39,11 +43,7 @@ fn zeroed_file(path: &Path) -> Result<File> {
 struct Block([u8; 4096]);
 
 fn sparse_file(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let f = create(path)?;
     f.set_len(SPARSE)?;
     f.sync_all()?;
     Ok(f)
