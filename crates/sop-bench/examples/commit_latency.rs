@@ -1,11 +1,11 @@
-//! Durable single-insert commits (W4's) of sop and fjall, taking turns commit by commit, next
-//! to the bare I/O each engine's commit comes down to: a 1,500-byte append into blocks zeroed
-//! ahead followed by `fdatasync` (a small sop commit), and a 163-byte append to a sparse file
-//! followed by `fsync` (a fjall commit); and a 4 KiB `O_DIRECT` write into blocks zeroed
-//! ahead followed by `fdatasync`. Prints each one's latency percentiles.
+//! Durable single-insert commits (W4's) of sop and fjall, taking turns commit by commit with
+//! three bare I/O patterns: a 1,500-byte append into blocks zeroed ahead plus `fdatasync` (a
+//! small sop commit), a 163-byte append to a sparse file plus `fsync` (a fjall commit), and a
+//! 4 KiB `O_DIRECT` write into blocks zeroed ahead plus `fdatasync`. Prints each one's latency
+//! percentiles (ADR 0007).
 //!
 //! On a disk whose speed drifts between runs (this project's machine: by up to 2x within
-//! minutes), only commits interleaved like this compare: each round runs the four in turn,
+//! minutes), only commits interleaved like this compare: each round runs all five in turn,
 //! reversing the order every other round. Usage:
 //!
 //! ```text
@@ -23,6 +23,10 @@ use sop_bench::{BenchDb, Data, EngineConfig};
 const ZEROED: usize = 16 << 20;
 const SPARSE: u64 = 64 << 20;
 
+/// 4 KiB at a 4 KiB-aligned address, for `O_DIRECT`.
+#[repr(C, align(4096))]
+struct Block([u8; 4096]);
+
 fn create(path: &Path) -> Result<File> {
     Ok(OpenOptions::new()
         .read(true)
@@ -37,10 +41,6 @@ fn zeroed_file(path: &Path) -> Result<File> {
     f.sync_all()?;
     Ok(f)
 }
-
-/// 4 KiB at a 4 KiB-aligned address, for `O_DIRECT`.
-#[repr(C, align(4096))]
-struct Block([u8; 4096]);
 
 fn sparse_file(path: &Path) -> Result<File> {
     let f = create(path)?;
