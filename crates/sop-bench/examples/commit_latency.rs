@@ -35,9 +35,15 @@ fn create(path: &Path) -> Result<File> {
         .open(path)?)
 }
 
+/// A file of zeros written 64 KiB at a time, as the engine writes its zeros ahead. Not in one
+/// large write: the page cache would then hold the file in large folios, and each small write
+/// after would dirty, and its sync write back, a whole folio (ADR 0007's addendum).
 fn zeroed_file(path: &Path) -> Result<File> {
     let f = create(path)?;
-    f.write_all_at(&vec![0u8; ZEROED], 0)?;
+    let chunk = vec![0u8; 64 << 10];
+    for at in (0..ZEROED).step_by(chunk.len()) {
+        f.write_all_at(&chunk, at as u64)?;
+    }
     f.sync_all()?;
     Ok(f)
 }
