@@ -19,9 +19,8 @@
 //! error, never a panic or an unbounded allocation.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
-use super::{InlineValue, Item, Order, ValueRef};
+use super::{Item, Order, ValueRef};
 use crate::codec::{DecodeError, Reader, Writer};
 
 const KEEP: u8 = 1;
@@ -99,10 +98,7 @@ fn same(a: &Item, b: &Item) -> bool {
     a.id == b.id
         && a.key == b.key
         && match (&a.value, &b.value) {
-            (
-                ValueRef::Inline(InlineValue::Shared(x)),
-                ValueRef::Inline(InlineValue::Shared(y)),
-            ) if Arc::ptr_eq(x, y) => true,
+            (ValueRef::Inline(x), ValueRef::Inline(y)) if x.same_shared(y) => true,
             (x, y) => x == y,
         }
 }
@@ -173,6 +169,7 @@ pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btree::InlineValue;
     use proptest::prelude::*;
 
     fn item(k: u16, id: u128, v: u8) -> Item {

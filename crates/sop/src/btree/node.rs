@@ -168,6 +168,15 @@ const SMALL_VALUE: usize = 22;
 
 /// The bytes of a value kept in its node: small values inside the item (no allocation, no
 /// pointer to chase), larger ones shared (copying a node on write copies no value bytes).
+///
+/// Larger values come in two forms. A value given to a transaction is one allocation of its
+/// own ([`InlineValue::Shared`]). The larger values of a leaf read from the log, or written
+/// whole at commit, are ranges of one buffer for the whole leaf ([`InlineValue::Packed`], see
+/// [`Node::packed`]): copying that leaf on write, and dropping it, then updates one reference
+/// count, on one cache line, instead of one per value, each on a line of its own (ADR 0007).
+///
+/// Invariant: a packed value's range lies inside its buffer (every constructor is in this
+/// module and takes the range from the buffer it builds).
 #[derive(Clone)]
 pub enum InlineValue {
     /// Up to 22 bytes.
@@ -177,8 +186,17 @@ pub enum InlineValue {
         /// Bytes (the first `len` are the value).
         data: [u8; SMALL_VALUE],
     },
-    /// Larger values.
+    /// Larger values, one allocation each.
     Shared(Arc<[u8]>),
+    /// A larger value inside the buffer shared by the values of one leaf.
+    Packed {
+        /// The leaf's buffer.
+        buf: Arc<[u8]>,
+        /// Where the value starts in `buf`.
+        off: u32,
+        /// Its length.
+        len: u16,
+    },
 }
 
 impl InlineValue {
@@ -198,6 +216,35 @@ impl InlineValue {
     }
 }
 
+impl InlineValue {
+    /// True when both are the same shared bytes (same allocation and range): equal without
+    /// reading them.
+    #[must_use]
+    #[inline]
+    pub fn same_shared(&self, other: &InlineValue) -> bool {
+        match (self, other) {
+            (InlineValue::Shared(a), InlineValue::Shared(b)) => Arc::ptr_eq(a, b),
+            (
+                InlineValue::Packed { buf: a, off: x, .. },
+                InlineValue::Packed { buf: b, off: y, .. },
+            ) => x == y && Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// True for a value that [`Node::packed`] would copy into a leaf's buffer.
+    fn packable(&self) -> bool {
+        match self {
+            InlineValue::Small { .. } => false,
+            InlineValue::Shared(b) => b.len() <= PACKED_MAX,
+            InlineValue::Packed { .. } => true,
+        }
+    }
+}
+
+/// The longest value kept in a leaf's shared buffer; longer ones keep their own allocation.
+const PACKED_MAX: usize = u16::MAX as usize;
+
 impl std::ops::Deref for InlineValue {
     type Target = [u8];
     #[inline]
@@ -205,6 +252,10 @@ impl std::ops::Deref for InlineValue {
         match self {
             InlineValue::Small { len, data } => &data[..usize::from(*len)],
             InlineValue::Shared(b) => b,
+            InlineValue::Packed { buf, off, len } => {
+                let at = *off as usize;
+                &buf[at..at + usize::from(*len)]
+            }
         }
     }
 }
@@ -407,10 +458,20 @@ impl Item {
 
     /// Decodes what [`Item::encode`] wrote (with the same `lo`).
     pub fn decode(r: &mut Reader<'_>, lo: u64) -> Result<Item, DecodeError> {
+        Item::decode_with(r, lo, InlineValue::new)
+    }
+
+    /// [`Item::decode`], with `inline` making the value of an item whose value is in the
+    /// node from its bytes.
+    fn decode_with<'a>(
+        r: &mut Reader<'a>,
+        lo: u64,
+        inline: impl FnOnce(&'a [u8]) -> InlineValue,
+    ) -> Result<Item, DecodeError> {
         let key = r.bytes("item key")?.into();
         let (id, tag) = get_id(r, lo)?;
         let value = match tag {
-            0 => ValueRef::Inline(InlineValue::new(r.bytes("inline value")?)),
+            0 => ValueRef::Inline(inline(r.bytes("inline value")?)),
             1 => ValueRef::Blob {
                 id: r.u64("blob id")?,
                 len: r.varint("blob length")?,
@@ -424,6 +485,58 @@ impl Item {
         };
         Ok(Item { key, id, value })
     }
+}
+
+/// Decodes `n` leaf items from `r` (see [`Item::decode`]), their larger values packed into
+/// one buffer (see [`InlineValue`]): one allocation for the leaf's values, not one per value.
+fn decode_leaf_items(r: &mut Reader<'_>, n: usize, lo: u64) -> Result<Vec<Item>, DecodeError> {
+    let body = r.input();
+    let mut items = Vec::with_capacity(n);
+    // (item, start in `body`, length) of each value to pack.
+    let mut ranges: Vec<(usize, usize, usize)> = Vec::new();
+    let mut total = 0usize;
+    for i in 0..n {
+        let mut to_pack = 0;
+        let item = Item::decode_with(r, lo, |v| {
+            if v.len() <= SMALL_VALUE || v.len() > PACKED_MAX {
+                return InlineValue::new(v);
+            }
+            to_pack = v.len();
+            InlineValue::new(&[])
+        })?;
+        if to_pack > 0 {
+            // The value is the last field of an item: it ends where the reader is now.
+            ranges.push((i, r.pos() - to_pack, to_pack));
+            total += to_pack;
+        }
+        items.push(item);
+    }
+    if ranges.is_empty() {
+        return Ok(items);
+    }
+    if u32::try_from(total).is_err() {
+        // Too large to address with packed offsets: one allocation per value.
+        for (i, start, len) in ranges {
+            items[i].value =
+                ValueRef::Inline(InlineValue::Shared(Arc::from(&body[start..start + len])));
+        }
+        return Ok(items);
+    }
+    let mut bytes = Vec::with_capacity(total);
+    for &(_, start, len) in &ranges {
+        bytes.extend_from_slice(&body[start..start + len]);
+    }
+    let buf: Arc<[u8]> = Arc::from(bytes);
+    let mut off = 0u32;
+    for (i, _, len) in ranges {
+        items[i].value = ValueRef::Inline(InlineValue::Packed {
+            buf: Arc::clone(&buf),
+            off,
+            len: len as u16,
+        });
+        off += len as u32;
+    }
+    Ok(items)
 }
 
 // Items are moved around in leaves on every insert and removal: keep them at one cache line.
@@ -489,6 +602,69 @@ impl Node {
         }
     }
 
+    /// A copy of a leaf whose larger values are ranges of one new buffer (see
+    /// [`InlineValue`]), or `None` when that gains nothing: not a leaf, or no value that is not
+    /// already in the buffer the others are in.
+    ///
+    /// The commit path caches this copy of a leaf it writes whole, so later copies on write
+    /// of the leaf, and its drop, touch one reference count instead of one per value.
+    #[must_use]
+    pub fn packed(&self) -> Option<Node> {
+        let Node::Leaf(items) = self else {
+            return None;
+        };
+        fn packable(it: &Item) -> Option<&InlineValue> {
+            match &it.value {
+                ValueRef::Inline(v) if v.packable() => Some(v),
+                _ => None,
+            }
+        }
+        let mut common: Option<&Arc<[u8]>> = None;
+        let mut gain = false;
+        let mut total = 0usize;
+        for v in items.iter().filter_map(packable) {
+            total += v.len();
+            match (v, common) {
+                (InlineValue::Packed { buf, .. }, None) => common = Some(buf),
+                (InlineValue::Packed { buf, .. }, Some(c)) if Arc::ptr_eq(buf, c) => {}
+                _ => gain = true,
+            }
+        }
+        if !gain || u32::try_from(total).is_err() {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(total);
+        for v in items.iter().filter_map(packable) {
+            bytes.extend_from_slice(v);
+        }
+        let buf: Arc<[u8]> = Arc::from(bytes);
+        let mut off = 0u32;
+        let items = items
+            .iter()
+            .map(|it| {
+                let value = match packable(it) {
+                    Some(v) => {
+                        let len = v.len() as u16;
+                        let packed = InlineValue::Packed {
+                            buf: Arc::clone(&buf),
+                            off,
+                            len,
+                        };
+                        off += u32::from(len);
+                        ValueRef::Inline(packed)
+                    }
+                    None => it.value.clone(),
+                };
+                Item {
+                    key: it.key.clone(),
+                    id: it.id,
+                    value,
+                }
+            })
+            .collect();
+        Some(Node::Leaf(items))
+    }
+
     /// Approximate memory footprint (for the cache's weigher).
     #[must_use]
     pub fn weight(&self) -> u64 {
@@ -549,11 +725,7 @@ impl Node {
             LEAF => {
                 let n = r.count(4, "leaf item count")?;
                 let lo = if n > 0 { r.u64("node id low bits")? } else { 0 };
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(Item::decode(&mut r, lo)?);
-                }
-                Node::Leaf(items)
+                Node::Leaf(decode_leaf_items(&mut r, n, lo)?)
             }
             INTERNAL => {
                 let n = r.count(11, "separator count")?;
@@ -650,6 +822,125 @@ mod tests {
             let mut r = Reader::new(&fast.buf);
             proptest::prop_assert_eq!(Item::decode(&mut r, lo), Ok(item));
         }
+    }
+
+    /// The buffers the larger inline values of a leaf are in: `(packed, shared)` counts of
+    /// values, and the distinct packed buffers.
+    fn homes(node: &Node) -> (usize, usize, usize) {
+        let Node::Leaf(items) = node else {
+            panic!("not a leaf")
+        };
+        let (mut packed, mut shared) = (0, 0);
+        let mut bufs: Vec<*const u8> = Vec::new();
+        for it in items {
+            match &it.value {
+                ValueRef::Inline(InlineValue::Packed { buf, .. }) => {
+                    packed += 1;
+                    if !bufs.contains(&buf.as_ptr()) {
+                        bufs.push(buf.as_ptr());
+                    }
+                }
+                ValueRef::Inline(InlineValue::Shared(_)) => shared += 1,
+                _ => {}
+            }
+        }
+        (packed, shared, bufs.len())
+    }
+
+    fn leaf_of(values: &[Vec<u8>]) -> Node {
+        Node::Leaf(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Item {
+                    key: vec![i as u8, 7].into(),
+                    id: i as u128 + 1,
+                    value: if v.is_empty() {
+                        ValueRef::Blob {
+                            id: 40 + i as u64,
+                            len: 1 << 20,
+                        }
+                    } else {
+                        ValueRef::Inline(InlineValue::new(v))
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_leaf_packs_its_larger_values_into_one_buffer() {
+        // Small (inside the item), larger, a blob (empty here), and one too long to pack.
+        let values = vec![
+            b"small".to_vec(),
+            vec![1; 100],
+            Vec::new(),
+            vec![2; 23],
+            vec![3; PACKED_MAX + 1],
+            vec![4; 5000],
+        ];
+        let leaf = leaf_of(&values);
+        assert_eq!(homes(&leaf), (0, 4, 0));
+        let packed = leaf.packed().expect("a leaf of shared values packs");
+        // The same items, byte for byte; three values in one buffer, the longest on its own.
+        assert_eq!(packed, leaf);
+        assert_eq!(homes(&packed), (3, 1, 1));
+        // Packing again gains nothing; internal nodes have no values.
+        assert!(packed.packed().is_none());
+        let internal = Node::Internal {
+            seps: Vec::new(),
+            children: vec![1],
+        };
+        assert!(internal.packed().is_none());
+        // A value added later (its own allocation) makes the leaf worth packing again, into
+        // one buffer.
+        let Node::Leaf(mut items) = packed.to_changed() else {
+            unreachable!()
+        };
+        items.push(Item {
+            key: vec![200].into(),
+            id: 99,
+            value: ValueRef::Inline(InlineValue::new(&[9; 64])),
+        });
+        let grown = Node::Leaf(items);
+        assert_eq!(homes(&grown), (3, 2, 1));
+        let again = grown.packed().expect("a new shared value packs");
+        assert_eq!(again, grown);
+        assert_eq!(homes(&again), (4, 1, 1));
+        // Nothing but small values and blobs: nothing to pack.
+        assert!(leaf_of(&[b"a".to_vec(), Vec::new()]).packed().is_none());
+    }
+
+    #[test]
+    fn a_decoded_leaf_keeps_its_larger_values_in_one_buffer() {
+        let values: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| vec![i; usize::from(i) * 7])
+            .chain([vec![5; PACKED_MAX + 1], Vec::new()])
+            .collect();
+        let leaf = leaf_of(&values);
+        let mut w = Writer::default();
+        leaf.encode(&mut w);
+        let decoded = Node::decode(&w.buf).expect("decodes");
+        assert_eq!(decoded, leaf);
+        // 1..=3 are up to 21 bytes (inside the item), 0 is empty, 36 more are packed.
+        assert_eq!(homes(&decoded), (36, 1, 1));
+        assert!(decoded.packed().is_none());
+        // Same bytes in the same buffer: the delta diff's shortcut takes them as equal.
+        let Node::Leaf(items) = &decoded else {
+            unreachable!()
+        };
+        let copy = items.clone();
+        assert!(
+            items
+                .iter()
+                .zip(&copy)
+                .all(|(a, b)| match (&a.value, &b.value) {
+                    (ValueRef::Inline(x), ValueRef::Inline(y)) if x.len() > SMALL_VALUE =>
+                        x.same_shared(y),
+                    _ => true,
+                })
+        );
+        assert!(!InlineValue::new(&[1; 30]).same_shared(&InlineValue::new(&[1; 30])));
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
+    /// The whole input (positions are offsets into it).
+    #[must_use]
+    pub fn input(&self) -> &'a [u8] {
+        self.buf
+    }
     /// Current position.
     #[must_use]
     pub fn pos(&self) -> usize {

@@ -139,8 +139,9 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Frames a node image, encoding the node straight into the batch.
-    fn add_node(&mut self, id: ImageId, node: &Arc<Node>) {
+    /// Frames a node image, encoding the node straight into the batch. With `pack`, the
+    /// cache gets the node's [`Node::packed`] copy when it has one.
+    fn add_node(&mut self, id: ImageId, node: &Arc<Node>, pack: bool) {
         let rel = self.bytes.len() as u64;
         record::frame_with(&mut self.bytes, Kind::Node, |out| {
             out.extend_from_slice(&image_prefix(id));
@@ -148,7 +149,9 @@ impl Batch {
             node.encode(&mut w);
             *out = w.buf;
         });
-        self.framed(rel, id, Location::default(), Some(Arc::clone(node)));
+        let packed = if pack { node.packed() } else { None };
+        let cached = packed.map_or_else(|| Arc::clone(node), Arc::new);
+        self.framed(rel, id, Location::default(), Some(cached));
     }
 
     /// Records the image framed at `rel..` (to the end of the batch).
@@ -705,7 +708,13 @@ fn encode_node(
             return Ok(());
         }
     }
-    b.add_node(img, &d.node);
+    // A leaf that was committed before this transaction changed it is cached with its values
+    // in one buffer (the transaction's copy, one allocation per value it added, goes with the
+    // transaction): later transactions copy it on write and drop it touching one reference
+    // count, not one per value. A leaf this transaction created (a split, a bulk load) is
+    // cached as it is: packing a bulk load's every leaf would cost more than it saves, and
+    // the leaf is packed when a later transaction changes it and writes it whole.
+    b.add_node(img, &d.node, d.base > 0);
     Ok(())
 }
 
@@ -837,7 +846,7 @@ pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result
                 logical: id,
                 version: e.version,
             };
-            b.add_node(img, &node);
+            b.add_node(img, &node, true);
             continue;
         }
         let rec = shared.files.read(e.loc)?;
