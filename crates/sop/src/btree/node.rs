@@ -522,21 +522,55 @@ fn decode_leaf_items(r: &mut Reader<'_>, n: usize, lo: u64) -> Result<Vec<Item>,
         }
         return Ok(items);
     }
-    let mut bytes = Vec::with_capacity(total);
-    for &(_, start, len) in &ranges {
-        bytes.extend_from_slice(&body[start..start + len]);
-    }
-    let buf: Arc<[u8]> = Arc::from(bytes);
-    let mut off = 0u32;
-    for (i, _, len) in ranges {
-        items[i].value = ValueRef::Inline(InlineValue::Packed {
-            buf: Arc::clone(&buf),
-            off,
-            len: len as u16,
-        });
-        off += len as u32;
+    let mut packer = Packer::new(
+        total,
+        ranges
+            .iter()
+            .map(|&(_, start, len)| &body[start..start + len]),
+    );
+    for (i, _, _) in ranges {
+        items[i].value = ValueRef::Inline(packer.next());
     }
     Ok(items)
+}
+
+/// One buffer holding values back to back, handing out each one's packed form in turn: the
+/// only maker of [`InlineValue::Packed`], so every range lies inside its buffer.
+struct Packer {
+    buf: Arc<[u8]>,
+    /// Start and end of each value, in order.
+    bounds: std::vec::IntoIter<(u32, u16)>,
+}
+
+impl Packer {
+    /// Copies `values` (`total` bytes in all, below 4 GiB; each at most [`PACKED_MAX`]) into
+    /// one buffer.
+    fn new<'a>(total: usize, values: impl Iterator<Item = &'a [u8]>) -> Packer {
+        let mut bytes = Vec::with_capacity(total);
+        let mut bounds = Vec::new();
+        for v in values {
+            bounds.push((bytes.len() as u32, v.len() as u16));
+            bytes.extend_from_slice(v);
+        }
+        debug_assert!(u32::try_from(bytes.len()).is_ok());
+        Packer {
+            buf: Arc::from(bytes),
+            bounds: bounds.into_iter(),
+        }
+    }
+
+    /// The next value, in the order given to [`Packer::new`] (an empty value past the last).
+    fn next(&mut self) -> InlineValue {
+        debug_assert!(self.bounds.len() > 0, "more values taken than packed");
+        match self.bounds.next() {
+            Some((off, len)) => InlineValue::Packed {
+                buf: Arc::clone(&self.buf),
+                off,
+                len,
+            },
+            None => InlineValue::new(&[]),
+        }
+    }
 }
 
 // Items are moved around in leaves on every insert and removal: keep them at one cache line.
@@ -633,26 +667,12 @@ impl Node {
         if !gain || u32::try_from(total).is_err() {
             return None;
         }
-        let mut bytes = Vec::with_capacity(total);
-        for v in items.iter().filter_map(packable) {
-            bytes.extend_from_slice(v);
-        }
-        let buf: Arc<[u8]> = Arc::from(bytes);
-        let mut off = 0u32;
+        let mut packer = Packer::new(total, items.iter().filter_map(packable).map(|v| &**v));
         let items = items
             .iter()
             .map(|it| {
                 let value = match packable(it) {
-                    Some(v) => {
-                        let len = v.len() as u16;
-                        let packed = InlineValue::Packed {
-                            buf: Arc::clone(&buf),
-                            off,
-                            len,
-                        };
-                        off += u32::from(len);
-                        ValueRef::Inline(packed)
-                    }
+                    Some(_) => ValueRef::Inline(packer.next()),
                     None => it.value.clone(),
                 };
                 Item {
