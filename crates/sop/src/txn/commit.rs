@@ -245,6 +245,9 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         let batch = prepare(st, &cur)?;
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
+    // The transaction's working set (the leaf versions its commit replaced among it) is
+    // garbage from here on: free it before the sync's sleep evicts it from the caches.
+    st.free_working_set();
     finish_commit(&shared, seq)
 }
 
@@ -377,6 +380,9 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         let batch = prepare(st, &cur)?;
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
+    // The transaction's working set (the leaf versions its commit replaced among it) is
+    // garbage from here on: free it before the sync's sleep evicts it from the caches.
+    st.free_working_set();
     finish_commit(&shared, seq)
 }
 
