@@ -310,6 +310,7 @@ impl Ctx<'_> {
                             base: crate::registry::Location::default(),
                             version: 1,
                             store,
+                            chain: crate::registry::Chain::default(),
                         },
                     },
                 );

@@ -1,9 +1,11 @@
 //! Leaf deltas and the zeros written ahead in the log (ADR 0005), end to end.
 //!
-//! - A small commit into a large leaf appends a leaf delta (record kind 6) over the leaf's last
-//!   full image, and the commit's registry entry names that base; every value reads back in the
-//!   same process, after a replaying reopen and after a checkpointed reopen with the node cache
-//!   disabled (so bases and deltas come from disk). A leaf that shrinks is written whole again.
+//! - A small commit into a large leaf appends a leaf delta (record kind 6) over the version it
+//!   changed, extending that version's chain back to a full image (ADR 0008), and the commit's
+//!   registry entry names that base and the chain's depth and bytes; every value reads back in
+//!   the same process, after a replaying reopen and after a checkpointed reopen with the node
+//!   cache disabled (so bases and deltas come from disk). Chains are cut at 16 deltas and by a
+//!   new log segment. A leaf that shrinks is written whole again.
 //! - Random single-item commits (unique keys and duplicates, inline values and blobs) match a
 //!   model after every commit, across clean and crash-like reopens.
 //! - Merged commits, concurrent committers, two-phase commits, in-doubt decisions and clustered
@@ -46,6 +48,9 @@ const SEG_HEADER: u64 = 32;
 const REC_HEADER: u64 = 12;
 /// store u32 | logical id u64 | version u64
 const IMAGE_PREFIX: u64 = 20;
+/// A delta's image prefix, then the location of the version it applies to (segment u32 |
+/// offset u64 | length u32).
+const DELTA_PREFIX: u64 = IMAGE_PREFIX + 16;
 const KIND_NODE: u8 = 1;
 const KIND_BLOB: u8 = 2;
 const KIND_COMMIT: u8 = 3;
@@ -154,7 +159,7 @@ impl Segment {
             "{}: not a segment",
             seg_name(seg)
         );
-        assert_eq!(le_u32(&bytes, 8), 2, "segment format version");
+        assert_eq!(le_u32(&bytes, 8), 3, "segment format version");
         let mut recs = Vec::new();
         let mut pos = SEG_HEADER as usize;
         while pos + REC_HEADER as usize <= bytes.len() {
@@ -207,7 +212,12 @@ struct Loc {
     len: u32,
 }
 
-/// One registry update of a commit record (52 bytes).
+/// Bytes of one registry update of a commit record or checkpoint.
+const UPDATE_BYTES: usize = 57;
+/// The most deltas in a leaf's chain (`registry::Chain::MAX_DEPTH`).
+const MAX_CHAIN: u8 = 16;
+
+/// One registry update of a commit record.
 #[derive(Debug, Clone, Copy)]
 struct Update {
     logical: u64,
@@ -215,6 +225,10 @@ struct Update {
     version: u64,
     loc: Loc,
     base: Loc,
+    /// Deltas from the base to `loc` (0 for a full image).
+    depth: u8,
+    /// Bytes of the chain's deltas before `loc`.
+    chain_bytes: u32,
 }
 
 fn get_loc(b: &[u8], at: usize) -> Loc {
@@ -232,6 +246,8 @@ fn get_update(b: &[u8], at: usize) -> Update {
         version: le_u64(b, at + 12),
         loc: get_loc(b, at + 20),
         base: get_loc(b, at + 36),
+        depth: b[at + 52],
+        chain_bytes: le_u32(b, at + 53),
     }
 }
 
@@ -260,7 +276,9 @@ fn parse_commit(p: &[u8]) -> (u64, Vec<Update>) {
         }
     }
     let n = varint(p, &mut pos) as usize;
-    let updates = (0..n).map(|i| get_update(p, pos + i * 52)).collect();
+    let updates = (0..n)
+        .map(|i| get_update(p, pos + i * UPDATE_BYTES))
+        .collect();
     (seq, updates)
 }
 
@@ -370,10 +388,48 @@ impl LogView {
         out
     }
 
+    /// The chain of the delta entry `u`, newest first: each delta names the version it
+    /// applies to after its image prefix; every delta before the newest lies in the newest's
+    /// segment, one version below the next, and the last names the base. Checks the depth and
+    /// the bytes the entry states.
+    fn chain(&self, u: &Update) -> Vec<Loc> {
+        let mut out = vec![u.loc];
+        let mut earlier = 0u64;
+        loop {
+            let at = *out.last().unwrap();
+            let (s, r) = self.at(at);
+            assert_eq!(r.kind, KIND_DELTA, "{at:?} in the chain of {u:?}");
+            let p = s.payload(&r);
+            let want = u.version + 1 - out.len() as u64;
+            assert_eq!(
+                image_id(p),
+                (u.store, u.logical, want),
+                "{at:?} in the chain of {u:?}"
+            );
+            let prev = get_loc(p, IMAGE_PREFIX as usize);
+            if prev == u.base {
+                break;
+            }
+            assert_eq!(
+                prev.seg, u.loc.seg,
+                "an earlier delta of {u:?} in another segment"
+            );
+            assert!(
+                out.len() < usize::from(u.depth),
+                "chain of {u:?} deeper than stated"
+            );
+            earlier += u64::from(prev.len);
+            out.push(prev);
+        }
+        assert_eq!(out.len(), usize::from(u.depth), "depth of {u:?}");
+        assert_eq!(earlier, u64::from(u.chain_bytes), "chain bytes of {u:?}");
+        out
+    }
+
     /// Checks every registry update against the records it names: a delta entry names a
-    /// kind-6 record of the same node and version, and a full image (kind 1) of the same node
-    /// with a lower version as its base, whose item count the delta states. Returns the number
-    /// of delta entries seen.
+    /// chain of kind-6 records of the same node ([`LogView::chain`]) over a full image
+    /// (kind 1) of the same node with a lower version; each delta states the item count of
+    /// the version it applies to. Returns the number of delta entries seen.
     fn check_entries(&self) -> usize {
         let mut deltas = 0;
         for c in self.commits() {
@@ -386,6 +442,7 @@ impl LogView {
                 let p = s.payload(&r);
                 assert_eq!(image_id(p), (u.store, u.logical, u.version), "{u:?}");
                 if u.base.len == 0 {
+                    assert_eq!((u.depth, u.chain_bytes), (0, 0), "{u:?}");
                     assert!(
                         r.kind == KIND_NODE || r.kind == KIND_BLOB,
                         "commit {}: entry {u:?} without base names a kind {} record",
@@ -395,7 +452,9 @@ impl LogView {
                     continue;
                 }
                 deltas += 1;
+                assert!((1..=MAX_CHAIN).contains(&u.depth), "{u:?}");
                 assert_eq!(r.kind, KIND_DELTA, "commit {}: {u:?}", c.seq);
+                let chain = self.chain(u);
                 if !self.segs.contains_key(&u.base.seg) {
                     continue;
                 }
@@ -404,17 +463,22 @@ impl LogView {
                 let bp = bs.payload(&br);
                 let (bstore, blogical, bversion) = image_id(bp);
                 assert_eq!((bstore, blogical), (u.store, u.logical), "base of {u:?}");
-                assert!(bversion < u.version, "base v{bversion} of {u:?}");
+                assert!(
+                    bversion < u.version + 1 - chain.len() as u64,
+                    "base v{bversion} of {u:?}"
+                );
                 let body = &bp[IMAGE_PREFIX as usize..];
                 assert_eq!(body[0], 1, "the base of {u:?} is not a leaf");
                 let mut pos = 1;
-                let base_count = varint(body, &mut pos);
-                let mut dpos = IMAGE_PREFIX as usize;
-                assert_eq!(
-                    varint(p, &mut dpos),
-                    base_count,
-                    "the delta of {u:?} states another base item count"
-                );
+                let mut count = varint(body, &mut pos);
+                for at in chain.iter().rev() {
+                    let (base, items) = delta_counts(self, *at);
+                    assert_eq!(
+                        base, count,
+                        "the delta at {at:?} of {u:?} states another base item count"
+                    );
+                    count = items;
+                }
             }
         }
         deltas
@@ -726,8 +790,9 @@ fn small_commits_into_a_large_leaf_write_deltas_that_read_back_everywhere() {
         "only {delta_commits} of {} small commits wrote a delta",
         small.len()
     );
-    // Deltas are cumulative (each over the last full image), so they grow with the changes
-    // since the base: the first is a few hundred bytes, later ones up to a quarter of the leaf.
+    // A delta holds one commit's changes over the version before it (a chain, ADR 0008), or
+    // when a chain is cut, the changes since the base image: a few hundred bytes, at most a
+    // sixth of the leaf.
     assert!(
         sizes[0] * 10 < full_leaf,
         "the smallest commit appends {} bytes, the full leaf is {full_leaf}",
@@ -743,11 +808,33 @@ fn small_commits_into_a_large_leaf_write_deltas_that_read_back_everywhere() {
         "{} small commits append {total} bytes, the full leaf is {full_leaf}",
         small.len()
     );
-    // Deltas are cumulative: once the changes pass a quarter of the leaf, a full image again.
+    // Chains are cut at MAX_CHAIN deltas (a delta over the base again, or a full image), so
+    // 30 changes start a new chain at least once; and a chained delta is one change.
+    let leaf_updates: Vec<Update> = small
+        .iter()
+        .map(|c| *c.updates.iter().find(|u| u.version > 0).unwrap())
+        .collect();
+    let depths: Vec<u8> = leaf_updates.iter().map(|u| u.depth).collect();
     assert!(
-        delta_commits < small.len(),
-        "30 changes never made the leaf be written whole again"
+        depths.windows(2).any(|w| w[1] <= w[0]),
+        "30 changes never cut the chain: depths {depths:?}"
     );
+    assert!(
+        depths.iter().filter(|d| **d >= 2).count() >= small.len() / 2,
+        "few chained deltas: depths {depths:?}"
+    );
+    for (c, u) in small
+        .iter()
+        .zip(&leaf_updates)
+        .filter(|(_, u)| u.depth >= 2)
+    {
+        assert!(
+            c.bytes * 8 < full_leaf,
+            "commit {}: a chained delta commit appends {} bytes (full leaf {full_leaf}): {u:?}",
+            c.seq,
+            c.bytes
+        );
+    }
     assert_eq!(log.check_entries(), delta_commits);
     assert_eq!(log.count(KIND_DELTA), delta_commits);
 
@@ -771,11 +858,11 @@ fn small_commits_into_a_large_leaf_write_deltas_that_read_back_everywhere() {
     check_db(&db, "s", &model, &touched, "reopened without cache, again");
 }
 
-/// (base item count, item count) stated by a delta record's body.
+/// (item count of the version it applies to, item count) stated by a delta record's body.
 fn delta_counts(log: &LogView, loc: Loc) -> (u64, u64) {
     let (s, r) = log.at(loc);
     let p = s.payload(&r);
-    let mut pos = IMAGE_PREFIX as usize;
+    let mut pos = DELTA_PREFIX as usize;
     let base = varint(p, &mut pos);
     (base, varint(p, &mut pos))
 }
@@ -830,7 +917,7 @@ fn a_leaf_that_shrinks_is_written_whole_again() {
         );
         // A removal is a drop run: a few bytes.
         assert!(
-            u64::from(u.loc.len) <= REC_HEADER + IMAGE_PREFIX + 16,
+            u64::from(u.loc.len) <= REC_HEADER + DELTA_PREFIX + 16,
             "commit {seq}: {} bytes for removals",
             u.loc.len
         );
@@ -841,6 +928,65 @@ fn a_leaf_that_shrinks_is_written_whole_again() {
         "{deltas} deltas, {full} full images"
     );
     let db = Database::open(no_cache(DatabaseOptions::new(&path))).unwrap();
+    check_db(&db, "s", &model, &[], "reopened without cache");
+}
+
+/// A leaf's chain never spans segments: when the log moves on to a new segment, the leaf's
+/// next change starts a new chain there (a delta over its base, wherever that is), and every
+/// version reads back from disk.
+#[test]
+fn a_new_segment_cuts_the_chains() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    // No checkpoint, so no segment is deleted and the test sees every commit record.
+    let opts = DatabaseOptions {
+        segment_bytes: 64 << 10,
+        checkpoint_bytes: 1 << 30,
+        checkpoint_on_close: false,
+        ..DatabaseOptions::new(&path)
+    };
+    let db = Database::open(opts.clone()).unwrap();
+    let mut model = Model::new();
+    let bulk: Vec<Change> = (0..60u32)
+        .map(|i| (key(i), Some(value(0, i, 100))))
+        .collect();
+    commit(&db, "s", Some(store_opts(64)), &bulk);
+    apply(&mut model, &bulk);
+    let mut seqs = Vec::new();
+    for n in 1..=700u64 {
+        let i = (n * 7 % 60) as u32;
+        let ch = (key(i), Some(value(n, i, 60 + (n % 50) as usize)));
+        commit(&db, "s", None, std::slice::from_ref(&ch));
+        apply(&mut model, std::slice::from_ref(&ch));
+        seqs.push(db.commit_seq().unwrap());
+    }
+    check_db(&db, "s", &model, &[], "same process");
+    drop(db);
+    let log = LogView::read(&path);
+    assert!(log.segs.len() >= 3, "{} segments", log.segs.len());
+    log.check_entries();
+    let commits = log.commits();
+    let leaf: Vec<Update> = seqs
+        .iter()
+        .map(|seq| {
+            let c = commits.iter().find(|c| c.seq == *seq).unwrap();
+            *c.updates.iter().find(|u| u.version > 0).unwrap()
+        })
+        .collect();
+    let cut_by_segment = leaf
+        .windows(2)
+        .filter(|w| w[0].depth >= 1 && w[1].loc.seg > w[0].loc.seg)
+        .inspect(|w| assert!(w[1].depth <= 1, "a chain across segments: {w:?}"))
+        .count();
+    assert!(
+        cut_by_segment >= 2,
+        "{cut_by_segment} chains cut by a new segment"
+    );
+    assert!(
+        leaf.iter().any(|u| u.depth == MAX_CHAIN),
+        "no chain reached {MAX_CHAIN} deltas"
+    );
+    let db = Database::open(no_cache(opts)).unwrap();
     check_db(&db, "s", &model, &[], "reopened without cache");
 }
 
@@ -903,6 +1049,9 @@ struct Cfg {
     unique: bool,
     blobs: bool,
     initial: Vec<(u32, usize)>,
+    /// Segments of 64 KiB (the smallest): the log moves to new segments, cutting chains
+    /// (ADR 0008: a chain's deltas share a segment).
+    small_segments: bool,
 }
 
 const KEYS: u32 = 48;
@@ -913,13 +1062,17 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         prop::bool::weighted(0.7),
         prop::bool::weighted(0.25),
         prop::collection::vec((0..KEYS, 0usize..150), 0..40),
+        prop::bool::weighted(0.5),
     )
-        .prop_map(|(slot_length, unique, blobs, initial)| Cfg {
-            slot_length,
-            unique,
-            blobs,
-            initial,
-        })
+        .prop_map(
+            |(slot_length, unique, blobs, initial, small_segments)| Cfg {
+                slot_length,
+                unique,
+                blobs,
+                initial,
+                small_segments,
+            },
+        )
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -962,7 +1115,10 @@ fn run_steps(cfg: &Cfg, steps: &[Step]) -> Result<(), TestCaseError> {
     let mut dirs = vec![scratch()];
     let mut path = dirs[0].path().join("db");
     let opts = |p: &Path, cache: bool| {
-        let o = DatabaseOptions::new(p);
+        let mut o = DatabaseOptions::new(p);
+        if cfg.small_segments {
+            o.segment_bytes = 64 << 10;
+        }
         if cache { o } else { no_cache(o) }
     };
     let fail = |what: String| TestCaseError::fail(what);
@@ -1065,7 +1221,7 @@ fn run_steps(cfg: &Cfg, steps: &[Step]) -> Result<(), TestCaseError> {
     let log = LogView::read(&path);
     PROP_DELTAS.fetch_add(log.check_entries(), Ordering::Relaxed);
     assert_no_zero_tail(&path, true, "after the case");
-    let db = Database::open(no_cache(DatabaseOptions::new(&path))).unwrap();
+    let db = Database::open(opts(&path, false)).unwrap();
     let got = read_items(&db, "s").unwrap();
     prop_assert_eq!(got, flatten(&model), "after a final reopen without cache");
     prop_assert!(db.verify().unwrap().is_ok());
@@ -1112,7 +1268,7 @@ fn checkpoint_entries(db: &Path) -> BTreeMap<u64, Update> {
     }
     let n = varint(p, &mut pos) as usize;
     (0..n)
-        .map(|i| get_update(p, pos + i * 52))
+        .map(|i| get_update(p, pos + i * UPDATE_BYTES))
         .map(|u| (u.logical, u))
         .collect()
 }
@@ -1210,8 +1366,14 @@ fn compaction_moves_deltas_and_bases_and_the_log_stays_bounded() {
         );
         cold.push(cold_change(&db, &mut model, k));
         k += 15;
-        for _ in 0..10 {
+        // Churn until the log moves on to a new segment (chained deltas are small, ADR 0008:
+        // that takes many commits), so the next cold change may land past its base.
+        let head = *segments(&path).last().unwrap();
+        for _ in 0..400 {
             churn.step(&db, &path, &mut model);
+            if *segments(&path).last().unwrap() > head {
+                break;
+            }
         }
     }
     eprintln!("cold deltas: {cold:?}");
@@ -1860,6 +2022,8 @@ struct DeltaGolden {
     model: Model,
     /// The live delta entry.
     entry: Update,
+    /// Its chain, newest first.
+    chain: Vec<Loc>,
     /// The keys of the leaf it holds.
     leaf_keys: BTreeSet<Vec<u8>>,
 }
@@ -1873,6 +2037,11 @@ impl DeltaGolden {
 /// A key that sorts between `key(4)` and `key(5)`.
 fn inserted_key() -> Vec<u8> {
     b"k00004+".to_vec()
+}
+
+/// The golden database's small commits.
+fn changes_len() -> usize {
+    4
 }
 
 fn delta_golden() -> DeltaGolden {
@@ -1893,6 +2062,7 @@ fn delta_golden() -> DeltaGolden {
             (inserted_key(), Some(value(3, 1003, 30))),
             (key(7), Some(value(4, 7, 90))),
         ];
+        assert_eq!(changes.len(), changes_len());
         for ch in &changes {
             commit(&db, "s", None, std::slice::from_ref(ch));
         }
@@ -1918,10 +2088,17 @@ fn delta_golden() -> DeltaGolden {
         );
     }
     assert!(leaf_keys.len() < model.len(), "the store has one leaf only");
+    let chain = log.chain(&entry);
+    assert_eq!(
+        chain.len(),
+        changes_len(),
+        "one chained delta per small commit"
+    );
     DeltaGolden {
         dir,
         model,
         entry,
+        chain,
         leaf_keys,
     }
 }
@@ -2029,13 +2206,17 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
     let (d0, b0) = (d.off as usize, b.off as usize);
     let dlen = le_u32(&std::fs::read(seg_path(&g.path(), d.seg)).unwrap(), d0 + 4) as usize;
     let blen = le_u32(&std::fs::read(seg_path(&g.path(), b.seg)).unwrap(), b0 + 4) as usize;
-    let dbody = d0 + 12 + IMAGE_PREFIX as usize;
+    let dbody = d0 + 12 + DELTA_PREFIX as usize;
     let bbody = b0 + 12 + IMAGE_PREFIX as usize;
 
     // Checksum failures.
     for (what, at) in [
         ("first byte", dbody),
-        ("middle", dbody + (dlen - IMAGE_PREFIX as usize) / 2),
+        ("middle", dbody + (dlen - DELTA_PREFIX as usize) / 2),
+        (
+            "previous version's location",
+            d0 + 12 + IMAGE_PREFIX as usize + 4,
+        ),
         ("last byte", d0 + 12 + dlen - 1),
         ("version", d0 + 12 + 12),
     ] {
@@ -2122,11 +2303,57 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         bytes[b0 + 8] = KIND_DELTA;
         fix_crc(bytes, b0);
     });
+    // The chain: the delta before the newest, and where the newest says it is.
+    let m = g.chain[1];
+    let m0 = m.off as usize;
+    let mlen = le_u32(&std::fs::read(seg_path(&g.path(), m.seg)).unwrap(), m0 + 4) as usize;
+    damaged_case(&g, "earlier delta: middle flipped", m, &[m], |bytes| {
+        bytes[m0 + 12 + DELTA_PREFIX as usize + (mlen - DELTA_PREFIX as usize) / 2] ^= 0x01;
+    });
+    damaged_case(
+        &g,
+        "earlier delta: another version (CRC fixed)",
+        m,
+        &[m],
+        |bytes| {
+            bytes[m0 + 12 + 12] ^= 0x01;
+            fix_crc(bytes, m0);
+        },
+    );
+    damaged_case(
+        &g,
+        "delta: skips the version before it (CRC fixed)",
+        d,
+        &[d, g.chain[2]],
+        |bytes| {
+            // The version it applies to replaced by the one the version before it applies to.
+            let at = d0 + 12 + IMAGE_PREFIX as usize;
+            let from = m0 + 12 + IMAGE_PREFIX as usize;
+            let skip: Vec<u8> = bytes[from..from + 16].to_vec();
+            bytes[at..at + 16].copy_from_slice(&skip);
+            fix_crc(bytes, d0);
+        },
+    );
+    damaged_case(
+        &g,
+        "delta: names its base directly (CRC fixed)",
+        d,
+        &[d],
+        |bytes| {
+            let at = d0 + 12 + IMAGE_PREFIX as usize;
+            bytes[at..at + 4].copy_from_slice(&b.seg.to_le_bytes());
+            bytes[at + 4..at + 12].copy_from_slice(&b.off.to_le_bytes());
+            bytes[at + 12..at + 16].copy_from_slice(&b.len.to_le_bytes());
+            fix_crc(bytes, d0);
+        },
+    );
+    let mut base_or_chain = vec![b];
+    base_or_chain.extend(&g.chain);
     damaged_case(
         &g,
         "base: one item fewer (CRC fixed)",
         b,
-        &[b, d],
+        &base_or_chain,
         |bytes| {
             assert!(bytes[bbody + 1] < 0x80);
             bytes[bbody + 1] -= 1;

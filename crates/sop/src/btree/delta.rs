@@ -1,8 +1,9 @@
-//! Leaf deltas: a leaf's new items written as an edit of its last full image.
+//! Leaf deltas: a leaf's new items written as an edit of a version before it.
 //!
 //! A commit that changes a few items of a large leaf writes this edit instead of the whole
-//! leaf (ADR 0005): far fewer bytes to write and sync. The edit is positional, so applying it
-//! needs no comparator:
+//! leaf (ADR 0005): far fewer bytes to write and sync. The edit is over the version the commit
+//! changed (a chain of deltas back to a full image, ADR 0008) or over the full image itself.
+//! It is positional, so applying it needs no comparator:
 //!
 //! ```text
 //! body: base item count varint | result item count varint | ops until the end:

@@ -1,7 +1,7 @@
 //! Space accounting and reclamation of log segments.
 //!
-//! Every registry entry points into a segment (a leaf delta's entry into two: the delta and
-//! its base image); a segment's *live* bytes are the sizes of the records still referenced. When a commit replaces or removes an entry, the old record becomes
+//! Every registry entry points into a segment (a leaf delta's entry into two: the delta, with
+//! the earlier deltas of its chain, and its base image); a segment's *live* bytes are the sizes of the records still referenced. When a commit replaces or removes an entry, the old record becomes
 //! garbage. A sealed segment with no live bytes is deleted once
 //! - a checkpoint covers a state that no longer references it, and recovery starts after it
 //!   (the checkpoint's log position is in a later segment), and
@@ -50,8 +50,8 @@ impl Space {
             s.segs.insert(seg, SegInfo::default());
         }
         for (_, e) in state.registry.iter() {
-            for loc in e.records() {
-                s.segs.entry(loc.seg).or_default().live += u64::from(loc.len);
+            for (seg, bytes) in e.live() {
+                s.segs.entry(seg).or_default().live += bytes;
             }
         }
         if let Some((seq, seg)) = ckpt {
@@ -73,14 +73,14 @@ impl Space {
         // without its segment ever looking empty.
         for (_, e) in updates {
             if !e.is_empty() {
-                for loc in e.records() {
-                    self.segs.entry(loc.seg).or_default().live += u64::from(loc.len);
+                for (seg, bytes) in e.live() {
+                    self.segs.entry(seg).or_default().live += bytes;
                 }
             }
         }
-        for loc in replaced.iter().flat_map(Entry::records) {
-            if let Some(i) = self.segs.get_mut(&loc.seg) {
-                i.live = i.live.saturating_sub(u64::from(loc.len));
+        for (seg, bytes) in replaced.iter().flat_map(Entry::live) {
+            if let Some(i) = self.segs.get_mut(&seg) {
+                i.live = i.live.saturating_sub(bytes);
                 if self.clustered && i.live == 0 && i.garbage_at.is_none() {
                     i.garbage_at = Some(seq);
                 }

@@ -25,7 +25,7 @@ use crate::state::DbState;
 use crate::storage::{OpenMode, Storage, replace_file};
 
 const MAGIC: &[u8; 8] = b"SOPCKPT1";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const HEADER: usize = 24;
 /// File name of the checkpoint.
 pub const FILE: &str = "checkpoint.sop";

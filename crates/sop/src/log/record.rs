@@ -17,7 +17,7 @@
 
 use crate::codec::{Crc32c, DecodeError, Reader, Writer, crc32c};
 use crate::options::StoreOptions;
-use crate::registry::{Entry, Location, LogicalId};
+use crate::registry::{Chain, Entry, Location, LogicalId};
 use crate::state::{CommitRecord, StoreMeta, StoreOp, WrittenKeys};
 
 /// Bytes of the record header.
@@ -195,6 +195,8 @@ pub fn put_entry(w: &mut Writer, id: LogicalId, e: &Entry) {
     w.u64(e.version);
     put_location(w, &e.loc);
     put_location(w, &e.base);
+    w.u8(e.chain.depth());
+    w.u32(e.chain.bytes());
 }
 
 /// Decodes what [`put_entry`] wrote.
@@ -210,6 +212,14 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
     let version = r.u64("entry version")?;
     let loc = get_location(r)?;
     let base = get_location(r)?;
+    let depth = r.u8("chain depth")?;
+    let bytes = r.u32("chain bytes")?;
+    let chain = Chain::new(depth, bytes)
+        .filter(|c| (c.depth() == 0) == (base.len == 0))
+        .ok_or(DecodeError {
+            at: r.pos(),
+            what: "leaf delta chain out of bounds or without a base",
+        })?;
     Ok((
         id,
         Entry {
@@ -217,12 +227,39 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
             base,
             version,
             store,
+            chain,
         },
     ))
 }
 
 /// Bytes of one encoded entry.
-pub const ENTRY_BYTES: usize = 52;
+pub const ENTRY_BYTES: usize = 57;
+
+/// Bytes before the body of a leaf delta's payload: the image prefix and the location of the
+/// version it applies to.
+pub const DELTA_PREFIX: usize = IMAGE_PREFIX + 16;
+
+/// The head of a leaf delta's payload: its image prefix and the location of the version it
+/// applies to (the base image, or the previous delta of its chain).
+#[must_use]
+pub fn delta_prefix(id: ImageId, prev: Location) -> [u8; DELTA_PREFIX] {
+    let mut b = [0u8; DELTA_PREFIX];
+    b[..IMAGE_PREFIX].copy_from_slice(&image_prefix(id));
+    // As `put_location` writes it.
+    b[IMAGE_PREFIX..IMAGE_PREFIX + 4].copy_from_slice(&prev.seg.to_le_bytes());
+    b[IMAGE_PREFIX + 4..IMAGE_PREFIX + 12].copy_from_slice(&prev.off.to_le_bytes());
+    b[IMAGE_PREFIX + 12..].copy_from_slice(&prev.len.to_le_bytes());
+    b
+}
+
+/// Splits a leaf delta's payload into its id, the location of the version it applies to, and
+/// its body.
+pub fn parse_delta(payload: &[u8]) -> Result<(ImageId, Location, &[u8]), DecodeError> {
+    let (id, rest) = parse_image(payload)?;
+    let mut r = Reader::new(rest);
+    let prev = get_location(&mut r)?;
+    Ok((id, prev, &rest[16..]))
+}
 
 /// Encodes store metadata.
 pub fn put_meta(w: &mut Writer, m: &StoreMeta) {
@@ -447,6 +484,7 @@ mod tests {
                     },
                     version: 2,
                     store: 3,
+                    chain: Chain::new(3, 200).expect("in bounds"),
                 },
             )],
             writes: vec![WrittenKeys {
@@ -470,5 +508,71 @@ mod tests {
                 Err(_) => assert_ne!(cut, section),
             }
         }
+    }
+
+    #[test]
+    fn a_delta_names_the_version_it_applies_to() {
+        let id = ImageId {
+            store: 2,
+            logical: 77,
+            version: 9,
+        };
+        let prev = Location {
+            seg: 3,
+            off: 1 << 33,
+            len: 4321,
+        };
+        let mut payload = delta_prefix(id, prev).to_vec();
+        payload.extend_from_slice(b"body");
+        let (got, at, body) = parse_delta(&payload).expect("a whole prefix");
+        assert_eq!((got, at, body), (id, prev, &b"body"[..]));
+        for cut in 0..DELTA_PREFIX {
+            assert!(parse_delta(&payload[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn an_entry_with_a_chain_out_of_bounds_or_without_a_base_is_refused() {
+        let base = Location {
+            seg: 1,
+            off: 64,
+            len: 500,
+        };
+        let entry = |base: Location, depth: u8, bytes: u32| {
+            let mut w = Writer::default();
+            put_entry(
+                &mut w,
+                5,
+                &Entry {
+                    loc: Location {
+                        seg: 2,
+                        off: 8,
+                        len: 40,
+                    },
+                    base,
+                    version: 4,
+                    store: 1,
+                    chain: Chain::default(),
+                },
+            );
+            // The chain is the last five bytes: depth u8 | bytes u32.
+            let n = w.buf.len();
+            w.buf[n - 5] = depth;
+            w.buf[n - 4..].copy_from_slice(&bytes.to_le_bytes());
+            assert_eq!(n, ENTRY_BYTES);
+            get_entry(&mut Reader::new(&w.buf)).map(|(_, e)| e.chain)
+        };
+        assert_eq!(
+            entry(base, 3, 100),
+            Ok(Chain::new(3, 100).expect("in bounds"))
+        );
+        assert_eq!(entry(Location::default(), 0, 0), Ok(Chain::default()));
+        // A delta without a base, a full image with a chain, and chains past the bounds.
+        assert!(entry(Location::default(), 1, 0).is_err());
+        assert!(entry(base, 0, 0).is_err());
+        assert!(entry(base, Chain::MAX_DEPTH + 1, 0).is_err());
+        assert!(entry(base, 2, Chain::MAX_BYTES + 1).is_err());
+        // One delta has no earlier deltas to take bytes.
+        assert!(entry(base, 1, 8).is_err());
     }
 }

@@ -127,6 +127,23 @@ impl LogWriter {
         Ok((self.seg, self.end))
     }
 
+    /// Where bytes appended now go in the current segment, past its size if need be (a batch
+    /// extending leaf delta chains, whose deltas must share a segment).
+    pub fn reserve_here(&mut self) -> Result<(u32, u64)> {
+        self.check()?;
+        Ok((self.seg, self.end))
+    }
+
+    /// The segment in which a commit encoded now may extend leaf delta chains (ADR 0008): the
+    /// current one while it is not full (the next write stays in it, see
+    /// [`LogWriter::reserve_here`]). `None` once it is full, so a segment grows past its size
+    /// by one batch at most; and `None` in clustered mode, where segments are numbered by
+    /// several writers.
+    #[must_use]
+    pub fn chain_segment(&self) -> Option<u32> {
+        (!self.shared_namespace && self.end < self.segment_bytes).then_some(self.seg)
+    }
+
     fn roll(&mut self) -> Result<()> {
         self.cut_zero_tail()?;
         if self.unsynced {

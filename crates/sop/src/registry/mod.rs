@@ -45,6 +45,60 @@ pub struct Entry {
     pub version: u64,
     /// The store owning the node or blob.
     pub store: u32,
+    /// For a leaf delta at `loc`: the deltas between `base` and it (ADR 0008).
+    pub chain: Chain,
+}
+
+/// A leaf delta's chain: the delta at an entry's `loc` applies to the version before it,
+/// which is the base image or an earlier delta of the chain, and so on back to the base.
+/// Every delta of a chain lies in the segment of `loc` (the base image may lie anywhere), so
+/// that segment's live bytes include the chain's, and compacting it rewrites the leaf whole.
+///
+/// Kept in one `u32` so an [`Entry`] stays 48 bytes: the depth (the deltas from the base to
+/// `loc`, `loc`'s included; 0 for a full image) in the high 8 bits, the bytes of the deltas
+/// before `loc` in the low 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Chain(u32);
+
+impl Chain {
+    /// The most deltas in a chain: a cold read of the leaf reads this many records and its
+    /// base.
+    pub const MAX_DEPTH: u8 = 16;
+    /// The most bytes of deltas before the newest (well within the 24 bits).
+    pub const MAX_BYTES: u32 = 1 << 20;
+
+    /// A chain of `depth` deltas whose deltas before the newest take `bytes`; `None` past the
+    /// bounds.
+    #[must_use]
+    pub fn new(depth: u8, bytes: u32) -> Option<Chain> {
+        (depth <= Self::MAX_DEPTH && bytes <= Self::MAX_BYTES && (depth > 1 || bytes == 0))
+            .then_some(Chain((u32::from(depth) << 24) | bytes))
+    }
+
+    /// The chain of a delta straight over its base.
+    #[must_use]
+    pub fn first() -> Chain {
+        Chain(1 << 24)
+    }
+
+    /// Deltas from the base to the entry's `loc`, `loc`'s included.
+    #[must_use]
+    pub fn depth(self) -> u8 {
+        (self.0 >> 24) as u8
+    }
+
+    /// Bytes of the deltas before the entry's `loc`.
+    #[must_use]
+    pub fn bytes(self) -> u32 {
+        self.0 & 0x00FF_FFFF
+    }
+
+    /// The chain after one more delta over the newest one, which takes `newest` bytes.
+    #[must_use]
+    pub fn then(self, newest: u32) -> Option<Chain> {
+        let depth = self.depth().checked_add(1)?;
+        Chain::new(depth, self.bytes().checked_add(newest)?)
+    }
 }
 
 impl Entry {
@@ -60,9 +114,18 @@ impl Entry {
         (self.base.len != 0).then_some(self.base)
     }
 
-    /// Every record the entry keeps live: its image, and the base image of a delta.
+    /// The records the entry points at: its image, and the base image of a delta. The
+    /// earlier deltas of its chain lie in the segment of the first.
     pub fn records(&self) -> impl Iterator<Item = Location> {
         std::iter::once(self.loc).chain(self.delta_base())
+    }
+
+    /// The bytes the entry keeps live, by segment: its image with the earlier deltas of its
+    /// chain, and the base image of a delta.
+    pub fn live(&self) -> impl Iterator<Item = (u32, u64)> {
+        let own = u64::from(self.loc.len) + u64::from(self.chain.bytes());
+        std::iter::once((self.loc.seg, own))
+            .chain(self.delta_base().map(|b| (b.seg, u64::from(b.len))))
     }
 }
 
@@ -202,6 +265,7 @@ mod tests {
                 off: v * 10,
             },
             base: Location::default(),
+            chain: Chain::default(),
             version: v,
             store: 1,
         }
@@ -250,5 +314,35 @@ mod tests {
         all.sort_unstable();
         assert_eq!(r.iter().map(|(id, _)| id).collect::<Vec<_>>(), all);
         assert_eq!(r.len(), all.len());
+    }
+
+    #[test]
+    fn a_chain_grows_one_delta_at_a_time_within_its_bounds() {
+        let mut c = Chain::first();
+        assert_eq!((c.depth(), c.bytes()), (1, 0));
+        for d in 2..=Chain::MAX_DEPTH {
+            c = c.then(100).expect("within the depth");
+            assert_eq!((c.depth(), c.bytes()), (d, 100 * u32::from(d - 1)));
+        }
+        assert_eq!(c.then(1), None, "past the depth");
+        let big = Chain::new(2, Chain::MAX_BYTES).expect("at the bound");
+        assert_eq!(big.then(1), None, "past the bytes");
+        let e = Entry {
+            loc: Location {
+                seg: 4,
+                off: 10,
+                len: 30,
+            },
+            base: Location {
+                seg: 2,
+                off: 0,
+                len: 700,
+            },
+            version: 3,
+            store: 1,
+            chain: Chain::new(3, 90).expect("in bounds"),
+        };
+        assert_eq!(e.live().collect::<Vec<_>>(), vec![(4, 120), (2, 700)]);
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
 }

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::{TransactionMode, ValuePlacement};
-use crate::registry::{Entry, Location, LogicalId};
+use crate::registry::{Chain, Entry, Location, LogicalId};
 use crate::state::{CommitRecord, DbState, StoreId, StoreOp, WrittenKeys};
 
 /// What one commit changed, kept while older snapshots may still validate against it.
@@ -100,6 +100,8 @@ struct Image {
     len: u32,
     /// The base image of a leaf delta (`len` 0 for a full image).
     base: Location,
+    /// A leaf delta's chain (ADR 0008).
+    chain: Chain,
     /// The node, its search index and its cache weight, for the node cache.
     node: Option<CacheEntry>,
 }
@@ -136,6 +138,21 @@ pub(crate) struct Batch {
     writes: Vec<StoreWrites>,
     /// Scratch space for leaf deltas.
     scratch: Writer,
+    /// A leaf delta extends a chain whose deltas lie in the segment the batch was encoded for:
+    /// the batch must be written to that segment.
+    chained: bool,
+}
+
+/// What a leaf delta applies to.
+struct DeltaOver<'a> {
+    /// The version it applies to: the base image, or the newest delta of the chain.
+    prev: Location,
+    /// That version's items.
+    items: &'a [Item],
+    /// The chain's base image.
+    base: Location,
+    /// The chain with the new delta (its bytes still without the new delta's).
+    chain: Chain,
 }
 
 impl Batch {
@@ -151,11 +168,23 @@ impl Batch {
         });
         let packed = if pack { node.packed() } else { None };
         let cached = packed.map_or_else(|| Arc::clone(node), Arc::new);
-        self.framed(rel, id, Location::default(), Some(cached));
+        self.framed(
+            rel,
+            id,
+            (Location::default(), Chain::default()),
+            Some(cached),
+        );
     }
 
-    /// Records the image framed at `rel..` (to the end of the batch).
-    fn framed(&mut self, rel: u64, id: ImageId, base: Location, node: Option<Arc<Node>>) {
+    /// Records the image framed at `rel..` (to the end of the batch), with the base and chain
+    /// of a leaf delta.
+    fn framed(
+        &mut self,
+        rel: u64,
+        id: ImageId,
+        (base, chain): (Location, Chain),
+        node: Option<Arc<Node>>,
+    ) {
         let len = (self.bytes.len() as u64 - rel) as u32;
         self.images.push(Image {
             logical: id.logical,
@@ -164,6 +193,7 @@ impl Batch {
             rel,
             len,
             base,
+            chain,
             node: node.map(CacheEntry::of),
         });
     }
@@ -173,6 +203,7 @@ impl Batch {
     fn append(&mut self, other: Batch) {
         debug_assert!(other.placed.is_empty() && other.removals.is_empty());
         let off = self.bytes.len() as u64;
+        self.chained |= other.chained;
         self.bytes.extend_from_slice(&other.bytes);
         self.images.extend(other.images.into_iter().map(|mut im| {
             im.rel += off;
@@ -180,18 +211,18 @@ impl Batch {
         }));
     }
 
-    /// Frames `node` (a changed leaf) as a delta over the full image `base` (holding
-    /// `base_items`), if that is worth it: the delta takes at most a [`DELTA_SHARE`]th of the
-    /// leaf's bytes, and the base at most a quarter more than the leaf (a leaf that lost many
-    /// items is written whole, so the live bytes of a delta and its base stay within 1.5 times
-    /// the leaf's).
+    /// Frames `node` (a changed leaf) as a delta over the version `over.prev`, if that is
+    /// worth it: the delta takes at most a [`DELTA_SHARE`]th of the leaf's bytes, the deltas of
+    /// its chain before it at most half, and the base image at most a quarter more than the
+    /// leaf (a leaf that lost many items is written whole). So the live bytes of a leaf's
+    /// chain and base stay within twice the leaf's, and a cold read reads at most
+    /// [`Chain::MAX_DEPTH`] deltas.
     fn add_leaf_delta(
         &mut self,
         id: ImageId,
         order: &Order,
         node: &Arc<Node>,
-        base: Location,
-        base_items: &[Item],
+        over: &DeltaOver<'_>,
     ) -> bool {
         let Node::Leaf(items) = &**node else {
             return false;
@@ -199,30 +230,30 @@ impl Batch {
         let full: usize = items.iter().map(Item::encoded_len).sum();
         // The base image's record length stands for its items' bytes (it exceeds them by its
         // frame and header, a few dozen bytes).
-        let base_len = base.len as usize;
-        if base_len > full + full / 4 {
+        let base_len = over.base.len as usize;
+        if base_len > full + full / 4 || over.chain.bytes() as usize > full / 2 {
             return false;
         }
         let limit = full / DELTA_SHARE;
         self.scratch.buf.clear();
         self.scratch.buf.reserve(limit + 64);
-        if !delta::diff(order, base_items, items, limit, &mut self.scratch) {
+        if !delta::diff(order, over.items, items, limit, &mut self.scratch) {
             return false;
         }
         let rel = self.bytes.len() as u64;
         record::frame(
             &mut self.bytes,
             Kind::NodeDelta,
-            &[&image_prefix(id), &self.scratch.buf],
+            &[&record::delta_prefix(id, over.prev), &self.scratch.buf],
         );
-        self.framed(rel, id, base, Some(Arc::clone(node)));
+        self.framed(rel, id, (over.base, over.chain), Some(Arc::clone(node)));
         true
     }
 
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
         let rel = self.bytes.len() as u64;
         record::frame(&mut self.bytes, kind, &[&image_prefix(id), body]);
-        self.framed(rel, id, Location::default(), node);
+        self.framed(rel, id, (Location::default(), Chain::default()), node);
     }
 }
 
@@ -242,7 +273,7 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
-        let batch = prepare(st, &cur)?;
+        let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
@@ -266,7 +297,8 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
         crate::db::catch_up(shared, ctx, false)?;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
-        let batch = prepare(st, &cur)?;
+        // Other processes append to segments of their own: no chains (see `chain_segment`).
+        let batch = prepare(st, &cur, None)?;
         write_commit_with(shared, ctx, &cur, batch, st.id, &mut |ctx, seq, loc| {
             crate::db::commit_point(shared, ctx, &lease, seq, loc)
         })
@@ -377,7 +409,7 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
-        let batch = prepare(st, &cur)?;
+        let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
@@ -526,7 +558,7 @@ fn unchanged_since(ts: &TxnStore, st: &FastMap<LogicalId, super::Seen>, cur: &Db
             .all(|id| st.get(id).is_some_and(|s| same(id, s.version)))
 }
 
-fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
+fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<Batch> {
     let shared = Arc::clone(&st.shared);
     let snapshot = Arc::clone(&st.snapshot);
     let mut b = Batch::default();
@@ -583,7 +615,14 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
             }
         }
         let jobs: Vec<(LogicalId, &Dirty)> = ts.dirty.iter().map(|(id, d)| (*id, d)).collect();
-        encode_nodes(&mut b, &shared, cur, sid, &ts.shape.order, &jobs)?;
+        encode_nodes(
+            &mut b,
+            &shared,
+            cur,
+            (sid, &ts.shape.order),
+            chain_seg,
+            &jobs,
+        )?;
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
@@ -630,12 +669,14 @@ fn prepare(st: &mut TxnState, cur: &DbState) -> Result<Batch> {
     Ok(b)
 }
 
-/// A leaf delta is written while it takes at most this fraction (1/n) of the leaf's bytes;
-/// past it the leaf is written whole again. A sixth with the default 96-item leaves: the
-/// same absolute size as ADR 0005's quarter of 64-item leaves, where W4's bytes per commit
-/// were lowest (measured again with 96: a sixth 1,484 KiB for W4's 1,000 commits, a quarter
-/// 1,641, an eighth 1,592, a third 1,829).
-const DELTA_SHARE: usize = 6;
+/// A leaf delta is written while it takes at most this fraction (1/n) of the leaf's bytes,
+/// and a chain while the deltas before its newest take at most half; past that the leaf is
+/// written whole again. Measured with W4's 1,000 single-insert commits into an empty store
+/// (bytes appended; with leaves split as the store grows, full images are about half):
+/// chains of 16 with a quarter and a half 713 KB, with a sixth and a quarter 1,015 KB, with a
+/// third and the whole leaf 698 KB; chains of 32, 675 KB; of 8, 913 KB; cumulative deltas
+/// only (ADR 0005, a sixth), 1,541 KB.
+const DELTA_SHARE: usize = 4;
 
 /// Changed nodes from which a commit encodes them on two threads (below, a thread costs
 /// more than it saves).
@@ -655,13 +696,13 @@ fn encode_nodes(
     b: &mut Batch,
     shared: &Shared,
     cur: &DbState,
-    sid: StoreId,
-    order: &Order,
+    (sid, order): (StoreId, &Order),
+    chain_seg: Option<u32>,
     jobs: &[(LogicalId, &Dirty)],
 ) -> Result<()> {
     let encode = |b: &mut Batch, jobs: &[(LogicalId, &Dirty)]| {
         jobs.iter()
-            .try_for_each(|(id, d)| encode_node(b, shared, cur, sid, order, *id, d))
+            .try_for_each(|(id, d)| encode_node(b, shared, cur, sid, order, chain_seg, *id, d))
     };
     if jobs.len() < PARALLEL_NODES || !parallel() {
         return encode(b, jobs);
@@ -684,14 +725,18 @@ fn encode_nodes(
 }
 
 /// Frames the changed node `id` (store `sid`, at `d`) into `b`: a changed leaf whose
-/// committed version is the one it was changed from as its edit over the last full image,
-/// when that is small; any other node as a full image.
+/// committed version is the one it was changed from as a delta when that is small (over the
+/// committed version, extending its chain, when the chain's deltas lie in `chain_seg`, the
+/// segment the batch goes to; else over the chain's base image); any other node as a full
+/// image.
+#[allow(clippy::too_many_arguments)]
 fn encode_node(
     b: &mut Batch,
     shared: &Shared,
     cur: &DbState,
     sid: StoreId,
     order: &Order,
+    chain_seg: Option<u32>,
     id: LogicalId,
     d: &Dirty,
 ) -> Result<()> {
@@ -706,12 +751,36 @@ fn encode_node(
         && entry.version == d.base
         && entry.store == sid
     {
-        let base = nodes::base_image(shared, cur, id, &entry)?;
         let base_loc = entry.delta_base().unwrap_or(entry.loc);
-        if let Node::Leaf(base_items) = &*base
-            && b.add_leaf_delta(img, order, &d.node, base_loc, base_items)
+        if let Some(base) = entry.delta_base()
+            && chain_seg == Some(entry.loc.seg)
+            && let Some(chain) = entry.chain.then(entry.loc.len)
         {
-            return Ok(());
+            let (prev, _, _) = nodes::load_node(shared, cur, sid, id)?;
+            if let Node::Leaf(items) = &*prev {
+                let over = DeltaOver {
+                    prev: entry.loc,
+                    items,
+                    base,
+                    chain,
+                };
+                if b.add_leaf_delta(img, order, &d.node, &over) {
+                    b.chained = true;
+                    return Ok(());
+                }
+            }
+        }
+        let base = nodes::base_image(shared, cur, id, &entry)?;
+        if let Node::Leaf(items) = &*base {
+            let over = DeltaOver {
+                prev: base_loc,
+                items,
+                base: base_loc,
+                chain: Chain::first(),
+            };
+            if b.add_leaf_delta(img, order, &d.node, &over) {
+                return Ok(());
+            }
         }
     }
     // A leaf that was committed before this transaction changed it is cached with its values
@@ -752,7 +821,13 @@ fn write_commit_with(
 ) -> Result<Arc<DbState>> {
     let n_updates = b.images.len() + b.placed.len() + b.removals.len();
     let estimate = b.bytes.len() + 256 + n_updates * record::ENTRY_BYTES + b.store_ops.len() * 256;
-    let (seg, start) = ctx.writer.reserve(estimate as u64)?;
+    // A batch extending delta chains goes to the segment their deltas lie in, even past its
+    // size (by one batch: the next commit starts a new segment, see `chain_segment`).
+    let (seg, start) = if b.chained {
+        ctx.writer.reserve_here()?
+    } else {
+        ctx.writer.reserve(estimate as u64)?
+    };
     let (next_logical, next_store) = shared.high_water(cur)?;
     let writes = if shared.cluster.is_some() {
         b.writes
@@ -789,6 +864,7 @@ fn write_commit_with(
                 base: im.base,
                 version: im.version,
                 store: im.store,
+                chain: im.chain,
             },
         ));
     }

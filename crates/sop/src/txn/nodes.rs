@@ -173,30 +173,91 @@ pub(crate) fn load_node(
             entry.loc,
             Want::Exactly(entry.version),
         )?,
-        Some(_) => {
-            let rec = node_record(
-                shared,
-                snapshot,
-                (store, id),
-                entry.loc,
-                Kind::NodeDelta,
-                Want::Exactly(entry.version),
-            )?;
-            let base = base_image(shared, snapshot, id, &entry)?;
-            let Node::Leaf(items) = &*base else {
-                return Err(bad("leaf delta over an image that is not a leaf".into()));
-            };
-            let (_, body) = record::parse_image(rec.payload()).map_err(|e| bad(e.to_string()))?;
-            let items =
-                btree::delta::apply(items, body).map_err(|e| bad(format!("leaf delta: {e}")))?;
-            Arc::new(Node::Leaf(items))
-        }
+        Some(base) => Arc::new(Node::Leaf(leaf_of_chain(
+            shared,
+            snapshot,
+            (store, id),
+            &entry,
+            base,
+        )?)),
     };
     let index = Arc::new(SearchIndex::of(&node));
     shared
         .cache
         .insert(entry.loc, Arc::clone(&node), Arc::clone(&index));
     Ok((node, entry.version, index))
+}
+
+/// The items of the leaf at `entry`, a leaf delta: its chain's deltas read back from the
+/// newest to the first (each names the version it applies to), then applied in order over the
+/// base image. Every delta before the newest must lie in the newest's segment, one version
+/// below the next, and the chain must be as deep and take as many bytes as the entry says.
+fn leaf_of_chain(
+    shared: &Shared,
+    snapshot: &DbState,
+    node: (StoreId, LogicalId),
+    entry: &Entry,
+    base: Location,
+) -> Result<Vec<Item>> {
+    let depth = usize::from(entry.chain.depth());
+    let mut deltas = Vec::with_capacity(depth);
+    let (mut at, mut version, mut earlier) = (entry.loc, entry.version, 0u64);
+    loop {
+        let bad = |why: String| Error::corruption(shared.files.path(at.seg), at.off, why);
+        let rec = node_record(
+            shared,
+            snapshot,
+            node,
+            at,
+            Kind::NodeDelta,
+            Want::Exactly(version),
+        )?;
+        let (_, prev, _) = record::parse_delta(rec.payload()).map_err(|e| bad(e.to_string()))?;
+        deltas.push((at, rec));
+        if prev == base {
+            break;
+        }
+        if deltas.len() >= depth || prev.seg != entry.loc.seg {
+            return Err(bad(format!(
+                "leaf delta chain of node {} does not reach its base image within {depth} \
+                 deltas in segment {}",
+                node.1, entry.loc.seg
+            )));
+        }
+        earlier += u64::from(prev.len);
+        at = prev;
+        version -= 1;
+    }
+    if deltas.len() != depth || earlier != u64::from(entry.chain.bytes()) {
+        let bad = Error::corruption(
+            shared.files.path(entry.loc.seg),
+            entry.loc.off,
+            format!(
+                "leaf delta chain of node {} has {} deltas of {earlier} bytes before its newest; \
+             the registry says {depth} and {}",
+                node.1,
+                deltas.len(),
+                entry.chain.bytes()
+            ),
+        );
+        return Err(bad);
+    }
+    let base_node = image(shared, snapshot, node, base, Want::Below(version))?;
+    let Node::Leaf(base_items) = &*base_node else {
+        return Err(Error::corruption(
+            shared.files.path(base.seg),
+            base.off,
+            "leaf delta over an image that is not a leaf",
+        ));
+    };
+    let mut items: Option<Vec<Item>> = None;
+    for (at, rec) in deltas.iter().rev() {
+        let bad = |why: String| Error::corruption(shared.files.path(at.seg), at.off, why);
+        let (_, _, body) = record::parse_delta(rec.payload()).map_err(|e| bad(e.to_string()))?;
+        let over = items.as_deref().unwrap_or(base_items);
+        items = Some(btree::delta::apply(over, body).map_err(|e| bad(format!("leaf delta: {e}")))?);
+    }
+    Ok(items.unwrap_or_else(|| base_items.clone()))
 }
 
 /// The full image the next delta of the committed node `id` (at `entry`) applies to: the
