@@ -269,7 +269,8 @@ fn bank(coord: Arc<dyn Coordinator>, transfers_per_thread: u64) -> u64 {
         let log = tx.open_btree::<(u64, u64), i64>("log").unwrap();
         assert_eq!(log.count().unwrap(), 4 * transfers_per_thread);
         drop(tx);
-        assert!(db.verify().unwrap().is_ok());
+        let r = db.verify().unwrap();
+        assert!(r.is_ok(), "{r:?}");
     }
     drop(handles);
     // Reopened standalone: the same data, from the markers.

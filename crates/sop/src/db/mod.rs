@@ -26,7 +26,7 @@ mod verify;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     pub next_logical: AtomicU64,
     pub next_item: AtomicU64,
     pub next_store: AtomicU32,
+    /// Transactions in `commit` now (see [`Shared::lone_committer`]).
+    pub committing: AtomicUsize,
     /// Low 64 bits of every item id this process creates.
     pub item_tag: u64,
     comparators: RwLock<HashMap<String, Comparator>>,
@@ -157,6 +159,13 @@ impl Shared {
         let latest = Arc::clone(&ctx.latest);
         ctx.writer.sync(latest.seq)?;
         self.mark_synced(latest)
+    }
+
+    /// True when the calling commit is the only one in progress and no sync is running: it
+    /// will sync for itself. Otherwise the sync that covers its bytes covers others' too
+    /// (group commit), and starting their writeback early would split that one request.
+    pub fn lone_committer(&self) -> bool {
+        self.committing.load(Ordering::Relaxed) <= 1 && self.sync.lock().is_ok_and(|s| !s.syncing)
     }
 
     /// Waits until commit `seq` is durable and published. The first waiter to find no sync in
@@ -491,6 +500,7 @@ impl Database {
             next_logical: AtomicU64::new(state.next_logical.max(1)),
             next_item: AtomicU64::new(state.next_item.max(1)),
             next_store: AtomicU32::new(state.next_store.max(1)),
+            committing: AtomicUsize::new(0),
             item_tag: fastrand::u64(..),
             opts: effective,
             storage,

@@ -111,6 +111,13 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> io::Result<()>;
+    /// Starts writing the `len` bytes at `offset` to the device without waiting for them, so
+    /// a later [`StorageFile::sync`] finds them written or on their way. A hint: it makes
+    /// nothing durable, and a backend may ignore it (the default does).
+    fn start_sync(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// The path the file was opened with (for error messages).
     fn path(&self) -> &Path;
 }

@@ -280,6 +280,7 @@ impl TxnState {
         let garbage = (
             std::mem::take(&mut self.stores),
             std::mem::take(&mut self.seen),
+            std::mem::take(&mut self.names),
         );
         if nodes >= DROP_ASIDE_NODES {
             drop_aside(garbage);
