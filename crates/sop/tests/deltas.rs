@@ -611,6 +611,13 @@ fn commit(db: &Database, name: &str, create: Option<StoreOptions>, changes: &[Ch
 
 /// Creates store `s` (slot_length 64) holding 50 items of ~100 bytes (keys `key(0)`,
 /// `key(2)`, ... `key(98)`): one leaf of ~6 KB, which small commits then change by deltas.
+/// Creates store "s" (64-item leaves) holding keys `0..n`, each with a 100-byte value.
+fn load_store(db: &Database, model: &mut Model, n: u32) {
+    let bulk: Vec<Change> = (0..n).map(|i| (key(i), Some(value(0, i, 100)))).collect();
+    commit(db, "s", Some(store_opts(64)), &bulk);
+    apply(model, &bulk);
+}
+
 fn seed_one_leaf(db: &Database, model: &mut Model) {
     let bulk: Vec<Change> = (0..50u32)
         .map(|i| (key(2 * i), Some(value(0, 2 * i, 100))))
@@ -874,11 +881,7 @@ fn a_leaf_that_shrinks_is_written_whole_again() {
     let db = Database::open(DatabaseOptions::new(&path)).unwrap();
     let mut model = Model::new();
     // Items of one size, so a leaf's bytes are proportional to its item count.
-    let bulk: Vec<Change> = (0..60u32)
-        .map(|i| (key(i), Some(value(0, i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    load_store(&db, &mut model, 60u32);
     let mut counts = Vec::new();
     for i in 0..45u32 {
         let ch = (key(i), None);
@@ -947,11 +950,7 @@ fn a_new_segment_cuts_the_chains() {
     };
     let db = Database::open(opts.clone()).unwrap();
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..60u32)
-        .map(|i| (key(i), Some(value(0, i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    load_store(&db, &mut model, 60u32);
     let mut seqs = Vec::new();
     for n in 1..=700u64 {
         let i = (n * 7 % 60) as u32;
@@ -1328,11 +1327,7 @@ fn compaction_moves_deltas_and_bases_and_the_log_stays_bounded() {
     });
     let db = Database::open(opts.clone()).unwrap();
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..COMPACT_KEYS)
-        .map(|i| (key(i), Some(value(0, i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    load_store(&db, &mut model, COMPACT_KEYS);
     let started = Instant::now();
     let mut churn = Churn {
         rng: fastrand::Rng::with_seed(42),
@@ -1702,11 +1697,7 @@ fn zeros_ahead_case(root: &Path, o: impl Fn(&Path) -> DatabaseOptions) {
     let mut model = Model::new();
     {
         let db = Database::open(o(&path)).unwrap();
-        let bulk: Vec<Change> = (0..40u32)
-            .map(|i| (key(i), Some(value(0, i, 100))))
-            .collect();
-        commit(&db, "s", Some(store_opts(64)), &bulk);
-        apply(&mut model, &bulk);
+        load_store(&db, &mut model, 40u32);
         for c in 1..=10u64 {
             let ch = (key(c as u32 * 3), Some(value(c, 0, 70)));
             commit(&db, "s", None, std::slice::from_ref(&ch));
@@ -1778,11 +1769,7 @@ fn sealed_segments_never_end_in_zeros() {
     };
     let db = Database::open(opts.clone()).unwrap();
     let mut model = Model::new();
-    let bulk: Vec<Change> = (0..60u32)
-        .map(|i| (key(i), Some(value(0, i, 100))))
-        .collect();
-    commit(&db, "s", Some(store_opts(64)), &bulk);
-    apply(&mut model, &bulk);
+    load_store(&db, &mut model, 60u32);
     let mut rng = fastrand::Rng::with_seed(3);
     for c in 1..=400u64 {
         let i = rng.u32(..60);
@@ -2051,11 +2038,7 @@ fn delta_golden() -> DeltaGolden {
     {
         let db = Database::open(DatabaseOptions::new(&path)).unwrap();
         // Several leaves; then small changes to keys of the first leaf.
-        let bulk: Vec<Change> = (0..150u32)
-            .map(|i| (key(i), Some(value(0, i, 100))))
-            .collect();
-        commit(&db, "s", Some(store_opts(64)), &bulk);
-        apply(&mut model, &bulk);
+        load_store(&db, &mut model, 150u32);
         let changes: Vec<Change> = vec![
             (key(3), Some(value(1, 3, 40))),
             (key(5), None),

@@ -686,14 +686,12 @@ fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<B
             }
         }
         let jobs: Vec<(LogicalId, &Dirty)> = ts.dirty.iter().map(|(id, d)| (*id, d)).collect();
-        encode_nodes(
-            &mut b,
-            &shared,
-            cur,
-            (sid, &ts.shape.order),
+        let to = Target {
+            sid,
+            order: &ts.shape.order,
             chain_seg,
-            &jobs,
-        )?;
+        };
+        encode_nodes(&mut b, &shared, cur, to, &jobs)?;
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
@@ -767,13 +765,12 @@ fn encode_nodes(
     b: &mut Batch,
     shared: &Shared,
     cur: &DbState,
-    (sid, order): (StoreId, &Order),
-    chain_seg: Option<u32>,
+    to: Target<'_>,
     jobs: &[(LogicalId, &Dirty)],
 ) -> Result<()> {
     let encode = |b: &mut Batch, jobs: &[(LogicalId, &Dirty)]| {
         jobs.iter()
-            .try_for_each(|(id, d)| encode_node(b, shared, cur, sid, order, chain_seg, *id, d))
+            .try_for_each(|(id, d)| encode_node(b, shared, cur, to, *id, d))
     };
     b.pack_deltas = jobs.len() <= PACK_DELTAS_UPTO;
     if jobs.len() < PARALLEL_NODES || !parallel() {
@@ -800,19 +797,29 @@ fn encode_nodes(
     Ok(())
 }
 
+/// What a store's changed nodes are encoded for: the store, its order, and the segment the
+/// batch goes to when it may extend leaf delta chains (see `LogWriter::chain_segment`).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    sid: StoreId,
+    order: &'a Order,
+    chain_seg: Option<u32>,
+}
+
 /// Frames the changed node `id` (store `sid`, at `d`) into `b`: a changed leaf whose
 /// committed version is the one it was changed from as a delta when that is small (over the
 /// committed version, extending its chain, when the chain's deltas lie in `chain_seg`, the
 /// segment the batch goes to; else over the chain's base image); any other node as a full
 /// image.
-#[allow(clippy::too_many_arguments)]
 fn encode_node(
     b: &mut Batch,
     shared: &Shared,
     cur: &DbState,
-    sid: StoreId,
-    order: &Order,
-    chain_seg: Option<u32>,
+    Target {
+        sid,
+        order,
+        chain_seg,
+    }: Target<'_>,
     id: LogicalId,
     d: &Dirty,
 ) -> Result<()> {
