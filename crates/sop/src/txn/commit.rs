@@ -332,8 +332,10 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
-    // garbage from here on: free it before the sync's sleep evicts it from the caches.
+    // garbage from here on: free it before the sync's sleep evicts it from the caches; and
+    // the state the last commit replaced, while the device works.
     st.free_working_set();
+    shared.free_retired();
     finish_commit(&shared, seq)
 }
 
@@ -484,8 +486,10 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         write_commit(&shared, ctx, &cur, batch, st.id)?.seq
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
-    // garbage from here on: free it before the sync's sleep evicts it from the caches.
+    // garbage from here on: free it before the sync's sleep evicts it from the caches; and
+    // the state the last commit replaced, while the device works.
     st.free_working_set();
+    shared.free_retired();
     finish_commit(&shared, seq)
 }
 
