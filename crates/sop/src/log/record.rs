@@ -174,10 +174,17 @@ pub fn parse_image(payload: &[u8]) -> Result<(ImageId, &[u8]), DecodeError> {
     ))
 }
 
+/// A location's byte form: segment u32 | offset u64 | length u32.
+fn location_bytes(l: &Location) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&l.seg.to_le_bytes());
+    b[4..12].copy_from_slice(&l.off.to_le_bytes());
+    b[12..].copy_from_slice(&l.len.to_le_bytes());
+    b
+}
+
 fn put_location(w: &mut Writer, l: &Location) {
-    w.u32(l.seg);
-    w.u64(l.off);
-    w.u32(l.len);
+    w.raw(&location_bytes(l));
 }
 
 fn get_location(r: &mut Reader<'_>) -> Result<Location, DecodeError> {
@@ -245,10 +252,7 @@ pub const DELTA_PREFIX: usize = IMAGE_PREFIX + 16;
 pub fn delta_prefix(id: ImageId, prev: Location) -> [u8; DELTA_PREFIX] {
     let mut b = [0u8; DELTA_PREFIX];
     b[..IMAGE_PREFIX].copy_from_slice(&image_prefix(id));
-    // As `put_location` writes it.
-    b[IMAGE_PREFIX..IMAGE_PREFIX + 4].copy_from_slice(&prev.seg.to_le_bytes());
-    b[IMAGE_PREFIX + 4..IMAGE_PREFIX + 12].copy_from_slice(&prev.off.to_le_bytes());
-    b[IMAGE_PREFIX + 12..].copy_from_slice(&prev.len.to_le_bytes());
+    b[IMAGE_PREFIX..].copy_from_slice(&location_bytes(&prev));
     b
 }
 

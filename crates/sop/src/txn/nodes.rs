@@ -225,8 +225,15 @@ fn leaf_of_chain(
             )));
         }
         earlier += u64::from(prev.len);
+        // Each delta is one version above the one before it (a damaged entry may claim
+        // more deltas than versions).
+        version = version.checked_sub(1).ok_or_else(|| {
+            bad(format!(
+                "leaf delta chain of node {} below version 1",
+                node.1
+            ))
+        })?;
         at = prev;
-        version -= 1;
     }
     if deltas.len() != depth || earlier != u64::from(entry.chain.bytes()) {
         let bad = Error::corruption(
@@ -253,7 +260,11 @@ fn leaf_of_chain(
     let mut items: Option<Vec<Item>> = None;
     for (at, rec) in deltas.iter().rev() {
         let bad = |why: String| Error::corruption(shared.files.path(at.seg), at.off, why);
-        let (_, _, body) = record::parse_delta(rec.payload()).map_err(|e| bad(e.to_string()))?;
+        // Parsed whole in the walk above.
+        let body = rec
+            .payload()
+            .get(record::DELTA_PREFIX..)
+            .unwrap_or_default();
         let over = items.as_deref().unwrap_or(base_items);
         items = Some(btree::delta::apply(over, body).map_err(|e| bad(format!("leaf delta: {e}")))?);
     }
