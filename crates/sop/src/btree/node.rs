@@ -637,13 +637,13 @@ impl Node {
     }
 
     /// A copy of a leaf whose larger values are ranges of one new buffer (see
-    /// [`InlineValue`]), or `None` when that gains nothing: not a leaf, or no value that is not
-    /// already in the buffer the others are in.
+    /// [`InlineValue`]), or `None` when that gains too little: not a leaf, or fewer than
+    /// `min_loose` (at least one) values outside the buffer the others are in.
     ///
-    /// The commit path caches this copy of a leaf it writes whole, so later copies on write
-    /// of the leaf, and its drop, touch one reference count instead of one per value.
+    /// The commit path caches this copy of a leaf it writes, so later copies on write of the
+    /// leaf, and its drop, touch one reference count instead of one per value.
     #[must_use]
-    pub fn packed(&self) -> Option<Node> {
+    pub fn packed(&self, min_loose: usize) -> Option<Node> {
         let Node::Leaf(items) = self else {
             return None;
         };
@@ -654,17 +654,17 @@ impl Node {
             }
         }
         let mut common: Option<&Arc<[u8]>> = None;
-        let mut gain = false;
+        let mut loose = 0usize;
         let mut total = 0usize;
         for v in items.iter().filter_map(packable) {
             total += v.len();
             match (v, common) {
                 (InlineValue::Packed { buf, .. }, None) => common = Some(buf),
                 (InlineValue::Packed { buf, .. }, Some(c)) if Arc::ptr_eq(buf, c) => {}
-                _ => gain = true,
+                _ => loose += 1,
             }
         }
-        if !gain || u32::try_from(total).is_err() {
+        if loose < min_loose.max(1) || u32::try_from(total).is_err() {
             return None;
         }
         let mut packer = Packer::new(total, items.iter().filter_map(packable).map(|v| &**v));
@@ -901,17 +901,17 @@ mod tests {
         ];
         let leaf = leaf_of(&values);
         assert_eq!(homes(&leaf), (0, 4, 0));
-        let packed = leaf.packed().expect("a leaf of shared values packs");
+        let packed = leaf.packed(1).expect("a leaf of shared values packs");
         // The same items, byte for byte; three values in one buffer, the longest on its own.
         assert_eq!(packed, leaf);
         assert_eq!(homes(&packed), (3, 1, 1));
         // Packing again gains nothing; internal nodes have no values.
-        assert!(packed.packed().is_none());
+        assert!(packed.packed(1).is_none());
         let internal = Node::Internal {
             seps: Vec::new(),
             children: vec![1],
         };
-        assert!(internal.packed().is_none());
+        assert!(internal.packed(1).is_none());
         // A value added later (its own allocation) makes the leaf worth packing again, into
         // one buffer.
         let Node::Leaf(mut items) = packed.to_changed() else {
@@ -924,11 +924,11 @@ mod tests {
         });
         let grown = Node::Leaf(items);
         assert_eq!(homes(&grown), (3, 2, 1));
-        let again = grown.packed().expect("a new shared value packs");
+        let again = grown.packed(1).expect("a new shared value packs");
         assert_eq!(again, grown);
         assert_eq!(homes(&again), (4, 1, 1));
         // Nothing but small values and blobs: nothing to pack.
-        assert!(leaf_of(&[b"a".to_vec(), Vec::new()]).packed().is_none());
+        assert!(leaf_of(&[b"a".to_vec(), Vec::new()]).packed(1).is_none());
     }
 
     #[test]
@@ -944,7 +944,7 @@ mod tests {
         assert_eq!(decoded, leaf);
         // 1..=3 are up to 21 bytes (inside the item), 0 is empty, 36 more are packed.
         assert_eq!(homes(&decoded), (36, 1, 1));
-        assert!(decoded.packed().is_none());
+        assert!(decoded.packed(1).is_none());
         // Same bytes in the same buffer: the delta diff's shortcut takes them as equal.
         let Node::Leaf(items) = &decoded else {
             unreachable!()
