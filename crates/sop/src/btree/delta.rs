@@ -94,6 +94,20 @@ pub fn diff(order: &Order, base: &[Item], new: &[Item], limit: usize, w: &mut Wr
     true
 }
 
+/// Appends the edit that inserts `item` at position `pos` of `base` (what [`diff`] writes
+/// for that change, without walking the leaf).
+pub fn insert_one(base: &[Item], pos: usize, item: &Item, w: &mut Writer) {
+    w.varint(base.len() as u64);
+    w.varint(base.len() as u64 + 1);
+    let pos = pos.min(base.len());
+    if pos > 0 {
+        w.u8(KEEP);
+        w.varint(pos as u64);
+    }
+    w.u8(INSERT);
+    item.encode(w, context_lo(base));
+}
+
 /// Byte-for-byte the same item (a value shared with the base compares by pointer).
 fn same(a: &Item, b: &Item) -> bool {
     a.id == b.id
@@ -222,6 +236,25 @@ mod tests {
             } else {
                 prop_assert_eq!(w.buf, vec![0xAB]);
             }
+        }
+
+        #[test]
+        fn one_insert_is_the_diff_of_it(
+            base in prop::collection::btree_map(0u16..300, any::<u8>(), 0..80),
+            k in 0u16..300,
+            v in any::<u8>(),
+        ) {
+            prop_assume!(!base.contains_key(&k));
+            let pos = base.range(..k).count();
+            let (base, it) = (leaf(&base), item(k, u128::from(k), v));
+            let mut new = base.clone();
+            new.insert(pos, it.clone());
+            let mut one = Writer::default();
+            insert_one(&base, pos, &it, &mut one);
+            let mut full = Writer::default();
+            prop_assert!(diff(&order(), &base, &new, usize::MAX, &mut full));
+            prop_assert_eq!(&one.buf, &full.buf);
+            prop_assert_eq!(apply(&base, &one.buf), Ok(new));
         }
 
         #[test]

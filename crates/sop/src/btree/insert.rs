@@ -34,15 +34,7 @@ pub fn insert<S: NodeStore>(
     if shape.order.unique && landing.same {
         return Ok(false);
     }
-    let len = {
-        let Node::Leaf(items) = store.node_mut(leaf_id)? else {
-            return Err(Error::InvalidArgument(
-                "descent ended on an internal node".into(),
-            ));
-        };
-        items.insert(pos, item);
-        items.len()
-    };
+    let len = store.insert_in_leaf(leaf_id, pos, item)?;
     if len > shape.slot_length {
         landing.fill_path(store, &mut path);
         if shape.leaf_load_balancing

@@ -113,6 +113,17 @@ pub trait NodeStore {
     }
     /// A node to modify in place (copied on first write in a transaction).
     fn node_mut(&mut self, id: LogicalId) -> Result<&mut Node>;
+    /// Inserts `item` at `pos` of leaf `id`; returns the leaf's new length. A store may keep
+    /// the insert pending until the leaf is read or changed again.
+    fn insert_in_leaf(&mut self, id: LogicalId, pos: usize, item: Item) -> Result<usize> {
+        let Node::Leaf(items) = self.node_mut(id)? else {
+            return Err(crate::error::Error::InvalidArgument(
+                "descent ended on an internal node".into(),
+            ));
+        };
+        items.insert(pos, item);
+        Ok(items.len())
+    }
     /// Stores a new node, returning its new logical id.
     fn alloc(&mut self, node: Node) -> Result<LogicalId>;
     /// Frees a node that is no longer referenced.

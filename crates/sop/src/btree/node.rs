@@ -636,6 +636,17 @@ impl Node {
         }
     }
 
+    /// A copy of this leaf, changed, with `item` inserted at `pos` (at the end past it); an
+    /// internal node is copied unchanged.
+    #[must_use]
+    pub fn with_inserted(&self, pos: usize, item: Item) -> Node {
+        let mut n = self.to_changed();
+        if let Node::Leaf(items) = &mut n {
+            items.insert(pos.min(items.len()), item);
+        }
+        n
+    }
+
     /// A copy of a leaf whose larger values are ranges of one new buffer (see
     /// [`InlineValue`]), or `None` when that gains too little: not a leaf, or fewer than
     /// `min_loose` (at least one) values outside the buffer the others are in.

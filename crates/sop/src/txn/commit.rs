@@ -112,14 +112,33 @@ enum ForCache {
     /// Packed, indexed and weighed on the thread that encoded it (a commit encoding on two
     /// threads).
     Built(CacheEntry),
-    /// To pack (a changed leaf that existed before the transaction, see [`Node::packed`]),
-    /// index and weigh after the write, while the device works on the bytes.
-    Later { node: Arc<Node>, pack: bool },
+    /// To build (a leaf's pending insert), pack (a changed leaf that existed before the
+    /// transaction, see [`Node::packed`]), index and weigh after the write, while the device
+    /// works on the bytes.
+    Later { node: NewNode, pack: bool },
+}
+
+/// A node a commit writes, as the cache is to get it.
+enum NewNode {
+    /// The node itself.
+    Ready(Arc<Node>),
+    /// A committed leaf and an item to insert into it at a position (see [`Dirty`]).
+    Insert(Arc<Node>, usize, Item),
+}
+
+impl NewNode {
+    fn into_node(self) -> Arc<Node> {
+        match self {
+            NewNode::Ready(n) => n,
+            NewNode::Insert(leaf, pos, item) => Arc::new(leaf.with_inserted(pos, item)),
+        }
+    }
 }
 
 impl ForCache {
-    /// Packs (when asked), indexes and weighs `node`.
-    fn build(node: Arc<Node>, pack: bool) -> CacheEntry {
+    /// Builds (a pending insert), packs (when asked), indexes and weighs `node`.
+    fn build(node: NewNode, pack: bool) -> CacheEntry {
+        let node = node.into_node();
         let packed = if pack {
             node.packed(PACK_LOOSE_MIN)
         } else {
@@ -192,6 +211,20 @@ const PACK_DELTAS_UPTO: usize = 8;
 /// this bound), while a copy on write pays one more reference count per loose value.
 const PACK_LOOSE_MIN: usize = 8;
 
+/// The most bytes a delta over `over` may take for a leaf whose items encode in `full`
+/// bytes, or `None` when the leaf is to be written whole: the delta takes at most a
+/// [`DELTA_SHARE`]th of the leaf's bytes, the deltas of its chain before it at most half, and
+/// the base image at most a quarter more than the leaf (a leaf that lost many items is written
+/// whole). So the live bytes of a leaf's chain and base stay within twice the leaf's, and a
+/// cold read reads at most [`Chain::MAX_DEPTH`] deltas.
+fn delta_limit(full: usize, over: &DeltaOver<'_>) -> Option<usize> {
+    // The base image's record length stands for its items' bytes (it exceeds them by its
+    // frame and header, a few dozen bytes).
+    let base_len = over.base.len as usize;
+    (base_len <= full + full / 4 && over.chain.bytes() as usize <= full / 2)
+        .then_some(full / DELTA_SHARE)
+}
+
 /// What a leaf delta applies to.
 struct DeltaOver<'a> {
     /// The version it applies to: the base image, or the newest delta of the chain.
@@ -219,7 +252,7 @@ impl Batch {
             rel,
             id,
             (Location::default(), Chain::default()),
-            Some((Arc::clone(node), pack)),
+            Some((NewNode::Ready(Arc::clone(node)), pack)),
         );
     }
 
@@ -230,7 +263,7 @@ impl Batch {
         rel: u64,
         id: ImageId,
         (base, chain): (Location, Chain),
-        node: Option<(Arc<Node>, bool)>,
+        node: Option<(NewNode, bool)>,
     ) {
         let len = (self.bytes.len() as u64 - rel) as u32;
         self.images.push(Image {
@@ -265,11 +298,7 @@ impl Batch {
     }
 
     /// Frames `node` (a changed leaf) as a delta over the version `over.prev`, if that is
-    /// worth it: the delta takes at most a [`DELTA_SHARE`]th of the leaf's bytes, the deltas of
-    /// its chain before it at most half, and the base image at most a quarter more than the
-    /// leaf (a leaf that lost many items is written whole). So the live bytes of a leaf's
-    /// chain and base stay within twice the leaf's, and a cold read reads at most
-    /// [`Chain::MAX_DEPTH`] deltas.
+    /// worth it (see [`delta_limit`]).
     fn add_leaf_delta(
         &mut self,
         id: ImageId,
@@ -281,18 +310,48 @@ impl Batch {
             return false;
         };
         let full: usize = items.iter().map(Item::encoded_len).sum();
-        // The base image's record length stands for its items' bytes (it exceeds them by its
-        // frame and header, a few dozen bytes).
-        let base_len = over.base.len as usize;
-        if base_len > full + full / 4 || over.chain.bytes() as usize > full / 2 {
+        let Some(limit) = delta_limit(full, over) else {
             return false;
-        }
-        let limit = full / DELTA_SHARE;
+        };
         self.scratch.buf.clear();
         self.scratch.buf.reserve(limit + 64);
         if !delta::diff(order, over.items, items, limit, &mut self.scratch) {
             return false;
         }
+        self.frame_delta(id, over, NewNode::Ready(Arc::clone(node)));
+        true
+    }
+
+    /// Frames the insert of `item` at `pos` into `leaf` (the version `over.prev`, whose items
+    /// are `over.items`) as a delta, on the terms of [`Batch::add_leaf_delta`], without
+    /// building the new leaf: the cache gets it after the write.
+    fn add_insert_delta(
+        &mut self,
+        id: ImageId,
+        leaf: &Arc<Node>,
+        (pos, item): (usize, &Item),
+        over: &DeltaOver<'_>,
+    ) -> bool {
+        let full: usize =
+            over.items.iter().map(Item::encoded_len).sum::<usize>() + item.encoded_len();
+        let Some(limit) = delta_limit(full, over) else {
+            return false;
+        };
+        self.scratch.buf.clear();
+        delta::insert_one(over.items, pos, item, &mut self.scratch);
+        if self.scratch.len() > limit {
+            return false;
+        }
+        self.frame_delta(
+            id,
+            over,
+            NewNode::Insert(Arc::clone(leaf), pos, item.clone()),
+        );
+        true
+    }
+
+    /// Frames the delta in `scratch` over `over.prev`, extending `over.chain`.
+    fn frame_delta(&mut self, id: ImageId, over: &DeltaOver<'_>, node: NewNode) {
         let rel = self.bytes.len() as u64;
         record::frame(
             &mut self.bytes,
@@ -300,13 +359,7 @@ impl Batch {
             &[&record::delta_prefix(id, over.prev), &self.scratch.buf],
         );
         let pack = self.pack_deltas;
-        self.framed(
-            rel,
-            id,
-            (over.base, over.chain),
-            Some((Arc::clone(node), pack)),
-        );
-        true
+        self.framed(rel, id, (over.base, over.chain), Some((node, pack)));
     }
 
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
@@ -316,7 +369,7 @@ impl Batch {
             rel,
             id,
             (Location::default(), Chain::default()),
-            node.map(|n| (n, false)),
+            node.map(|n| (NewNode::Ready(n), false)),
         );
     }
 }
@@ -673,11 +726,13 @@ fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<B
         // values in its nodes).
         let in_node = ts.meta.options.value_placement == ValuePlacement::InNode;
         for d in ts.dirty.values_mut().filter(|_| !in_node) {
-            let has_pending = matches!(&*d.node, Node::Leaf(items) if items.iter().any(|i| matches!(i.value, ValueRef::Pending(_))));
+            // A leaf with an insert pending has none: its item's value is inline, the rest
+            // are committed.
+            let has_pending = d.ready().is_some_and(|n| matches!(&**n, Node::Leaf(items) if items.iter().any(|i| matches!(i.value, ValueRef::Pending(_)))));
             if !has_pending {
                 continue;
             }
-            if let Node::Leaf(items) = Arc::make_mut(&mut d.node) {
+            if let Node::Leaf(items) = Arc::make_mut(d.node_mut()) {
                 for it in items.iter_mut() {
                     if let ValueRef::Pending(v) = &it.value {
                         let id = shared.new_logical()?;
@@ -842,17 +897,43 @@ fn encode_node(
         logical: id,
         version: d.base + 1,
     };
+    // The node as changed, built only if a pending insert is not written as it is.
+    let settled = std::cell::OnceCell::new();
+    let node = || settled.get_or_init(|| d.current());
     if d.base > 0
-        && matches!(&*d.node, Node::Leaf(_))
+        && d.is_leaf()
         && let Some(entry) = cur.registry.get(id).copied()
         && entry.version == d.base
         && entry.store == sid
     {
         let base_loc = entry.delta_base().unwrap_or(entry.loc);
-        if let Some(base) = entry.delta_base()
-            && chain_seg == Some(entry.loc.seg)
-            && let Some(chain) = entry.chain.then(entry.loc.len)
+        // The chain this delta extends: the committed version's, when its deltas lie in the
+        // segment the batch goes to.
+        let chain = entry
+            .delta_base()
+            .filter(|_| chain_seg == Some(entry.loc.seg))
+            .and_then(|base| Some((base, entry.chain.then(entry.loc.len)?)));
+        // A pending insert applies to the committed version: written as it is over that
+        // version (a full image, or a delta whose chain it extends).
+        if let Some((leaf, pos, item)) = d.pending()
+            && let Node::Leaf(items) = &**leaf
+            && let Some((base, chain)) = match entry.delta_base() {
+                None => Some((entry.loc, Chain::first())),
+                Some(_) => chain,
+            }
         {
+            let over = DeltaOver {
+                prev: entry.loc,
+                items,
+                base,
+                chain,
+            };
+            if b.add_insert_delta(img, leaf, (pos, item), &over) {
+                b.chained |= entry.delta_base().is_some();
+                return Ok(());
+            }
+        }
+        if let Some((base, chain)) = chain {
             let (prev, _, _) = nodes::load_node(shared, cur, sid, id)?;
             if let Node::Leaf(items) = &*prev {
                 let over = DeltaOver {
@@ -861,7 +942,7 @@ fn encode_node(
                     base,
                     chain,
                 };
-                if b.add_leaf_delta(img, order, &d.node, &over) {
+                if b.add_leaf_delta(img, order, node(), &over) {
                     b.chained = true;
                     return Ok(());
                 }
@@ -875,7 +956,7 @@ fn encode_node(
                 base: base_loc,
                 chain: Chain::first(),
             };
-            if b.add_leaf_delta(img, order, &d.node, &over) {
+            if b.add_leaf_delta(img, order, node(), &over) {
                 return Ok(());
             }
         }
@@ -886,7 +967,7 @@ fn encode_node(
     // count, not one per value. A leaf this transaction created (a split, a bulk load) is
     // cached as it is: packing a bulk load's every leaf would cost more than it saves, and
     // the leaf is packed when a later transaction changes it and writes it whole.
-    b.add_node(img, &d.node, d.base > 0);
+    b.add_node(img, node(), d.base > 0);
     Ok(())
 }
 

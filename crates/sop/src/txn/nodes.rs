@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::sync::Arc;
 
 use super::access::Access;
-use crate::btree::{self, Finger, Item, ItemId, Node, NodeStore, SearchIndex, Shape};
+use crate::btree::{self, Finger, Item, ItemId, Node, NodeStore, SearchIndex, Shape, ValueRef};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
@@ -18,9 +18,19 @@ use crate::registry::{Entry, Location, LogicalId};
 use crate::state::{DbState, StoreId, StoreMeta};
 
 /// A node changed by the transaction.
+///
+/// A committed leaf whose only change is one inserted item keeps that insert pending (the
+/// committed leaf is shared, not copied): the commit writes it as a one-insert delta and the
+/// new leaf is built after the write, while the device works, not in the `add` (ADR 0007).
+/// Every other use of the node settles the insert first ([`Dirty::node`]).
+///
+/// Invariant: with `pending`, `node` is the committed leaf of version `base` and the item
+/// has an inline value.
 #[derive(Debug, Clone)]
 pub(crate) struct Dirty {
-    pub node: Arc<Node>,
+    node: Arc<Node>,
+    /// An item to insert into `node` at this position, not applied yet.
+    pending: Option<(usize, Item)>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
     /// Search index of an internal node, built when it is searched again and again and
@@ -28,6 +38,62 @@ pub(crate) struct Dirty {
     pub index: Option<SearchIndex>,
     /// Searches of an internal node since it last changed, up to [`INDEX_AFTER`].
     pub searches: u8,
+}
+
+impl Dirty {
+    fn new(node: Arc<Node>, base: u64) -> Dirty {
+        Dirty {
+            node,
+            pending: None,
+            base,
+            index: None,
+            searches: 0,
+        }
+    }
+
+    /// Applies a pending insert (copies the leaf).
+    fn settle(&mut self) {
+        if let Some((pos, item)) = self.pending.take() {
+            self.node = Arc::new(self.node.with_inserted(pos, item));
+        }
+    }
+
+    /// The changed node (a pending insert applied first).
+    pub fn node(&mut self) -> &Arc<Node> {
+        self.settle();
+        &self.node
+    }
+
+    /// The changed node, to change further (a pending insert applied first).
+    pub fn node_mut(&mut self) -> &mut Arc<Node> {
+        self.settle();
+        &mut self.node
+    }
+
+    /// The changed node, leaving a pending insert pending (applied to a copy).
+    pub fn current(&self) -> Arc<Node> {
+        match &self.pending {
+            Some((pos, item)) => Arc::new(self.node.with_inserted(*pos, item.clone())),
+            None => Arc::clone(&self.node),
+        }
+    }
+
+    /// The changed node when no insert is pending.
+    pub fn ready(&self) -> Option<&Arc<Node>> {
+        self.pending.is_none().then_some(&self.node)
+    }
+
+    /// The committed leaf and the position and item of the insert pending into it.
+    pub fn pending(&self) -> Option<(&Arc<Node>, usize, &Item)> {
+        self.pending
+            .as_ref()
+            .map(|(pos, item)| (&self.node, *pos, item))
+    }
+
+    /// True when the node is a leaf (pending insert or not).
+    pub fn is_leaf(&self) -> bool {
+        matches!(*self.node, Node::Leaf(_))
+    }
 }
 
 /// Searches of a changed internal node after which it gets a search index. Building one
@@ -498,15 +564,15 @@ fn committed(
 
 impl NodeStore for TxnNodes<'_> {
     fn node(&mut self, id: LogicalId) -> Result<Arc<Node>> {
-        if let Some(d) = self.store.dirty.get(&id) {
-            return Ok(Arc::clone(&d.node));
+        if let Some(d) = self.store.dirty.get_mut(&id) {
+            return Ok(Arc::clone(d.node()));
         }
         Ok(self.committed(id)?.0)
     }
 
     fn node_indexed(&mut self, id: LogicalId) -> Result<(Arc<Node>, Option<Arc<SearchIndex>>)> {
-        if let Some(d) = self.store.dirty.get(&id) {
-            return Ok((Arc::clone(&d.node), None));
+        if let Some(d) = self.store.dirty.get_mut(&id) {
+            return Ok((Arc::clone(d.node()), None));
         }
         let (n, _, index) = self.committed(id)?;
         Ok((n, Some(index)))
@@ -518,6 +584,7 @@ impl NodeStore for TxnNodes<'_> {
         f: impl FnOnce(&Node, Option<&SearchIndex>) -> R,
     ) -> Result<R> {
         if let Some(d) = self.store.dirty.get_mut(&id) {
+            d.settle();
             if d.index.is_none() && matches!(*d.node, Node::Internal { .. }) {
                 if d.searches >= INDEX_AFTER {
                     d.index = Some(SearchIndex::of(&d.node));
@@ -550,17 +617,16 @@ impl NodeStore for TxnNodes<'_> {
         store.changes += 1;
         // One lookup whether the node was changed already (the common case) or not.
         let d = match store.dirty.entry(id) {
-            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Occupied(o) => {
+                let d = o.into_mut();
+                d.settle();
+                d
+            }
             MapEntry::Vacant(v) => {
                 let (node, base, _) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
                 let copy = Arc::new(node.to_changed());
                 store.originals.insert(id, node);
-                v.insert(Dirty {
-                    node: copy,
-                    base,
-                    index: None,
-                    searches: 0,
-                })
+                v.insert(Dirty::new(copy, base))
             }
         };
         d.index = None;
@@ -571,17 +637,42 @@ impl NodeStore for TxnNodes<'_> {
         Ok(unique_mut(&mut d.node))
     }
 
+    fn insert_in_leaf(&mut self, id: LogicalId, pos: usize, item: Item) -> Result<usize> {
+        // The first change of a committed leaf, one insert of an inline value: keep it
+        // pending (see `Dirty`).
+        if !self.store.dirty.contains_key(&id) && matches!(item.value, ValueRef::Inline(_)) {
+            let TxnNodes {
+                shared,
+                snapshot,
+                store,
+                seen,
+                track,
+            } = self;
+            let (node, base, _) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
+            if let Node::Leaf(items) = &*node
+                && pos <= items.len()
+            {
+                let len = items.len() + 1;
+                store.changes += 1;
+                store.originals.insert(id, Arc::clone(&node));
+                let mut d = Dirty::new(node, base);
+                d.pending = Some((pos, item));
+                store.dirty.insert(id, d);
+                return Ok(len);
+            }
+        }
+        let Node::Leaf(items) = self.node_mut(id)? else {
+            return Err(Error::InvalidArgument(
+                "descent ended on an internal node".into(),
+            ));
+        };
+        items.insert(pos, item);
+        Ok(items.len())
+    }
+
     fn alloc(&mut self, node: Node) -> Result<LogicalId> {
         let id = self.shared.new_logical()?;
-        self.store.dirty.insert(
-            id,
-            Dirty {
-                node: Arc::new(node),
-                base: 0,
-                index: None,
-                searches: 0,
-            },
-        );
+        self.store.dirty.insert(id, Dirty::new(Arc::new(node), 0));
         self.store.changes += 1;
         self.store.shape_gen += 1;
         Ok(id)

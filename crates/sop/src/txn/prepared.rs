@@ -60,7 +60,8 @@ pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result
     }
     let mut changes = Vec::new();
     for d in ts.dirty.values() {
-        if let Node::Leaf(items) = &*d.node {
+        let node = d.current();
+        if let Node::Leaf(items) = &*node {
             for it in items {
                 match old.remove(&it.id) {
                     None => changes.push(Change::Add(it.clone())),
