@@ -130,7 +130,17 @@ impl NewNode {
     fn into_node(self) -> Arc<Node> {
         match self {
             NewNode::Ready(n) => n,
-            NewNode::Insert(leaf, pos, item) => Arc::new(leaf.with_inserted(pos, item)),
+            // The transaction and the cache let go of the version it replaces: when no
+            // reader holds it either, its items are taken, not copied.
+            NewNode::Insert(leaf, pos, item) => match Arc::try_unwrap(leaf) {
+                Ok(mut node) => {
+                    if let Node::Leaf(items) = &mut node {
+                        items.insert(pos.min(items.len()), item);
+                    }
+                    Arc::new(node)
+                }
+                Err(leaf) => Arc::new(leaf.with_inserted(pos, item)),
+            },
         }
     }
 }
@@ -386,18 +396,21 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         return commit_clustered(st, &shared);
     }
     let _committing = Committing::enter(&shared);
-    let seq = {
+    let (seq, fill) = {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
         let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
-        write_commit(&shared, ctx, &cur, batch, st.id)?.seq
+        let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
+        (state.seq, fill)
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
-    // garbage from here on: free it before the sync's sleep evicts it from the caches; and
-    // the state the last commit replaced, while the device works.
+    // garbage from here on: free it before the sync's sleep evicts it from the caches (the
+    // cache entries built next then take the items of a leaf no one else holds), and the state
+    // the last commit replaced, while the device works.
     st.free_working_set();
+    fill.fill(&shared);
     shared.free_retired();
     finish_commit(&shared, seq)
 }
@@ -435,9 +448,12 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
         // Other processes append to segments of their own: no chains (see `chain_segment`).
         let batch = prepare(st, &cur, None)?;
-        write_commit_with(shared, ctx, &cur, batch, st.id, &mut |ctx, seq, loc| {
-            crate::db::commit_point(shared, ctx, &lease, seq, loc)
-        })
+        let (next, fill) =
+            write_commit_with(shared, ctx, &cur, batch, st.id, &mut |ctx, seq, loc| {
+                crate::db::commit_point(shared, ctx, &lease, seq, loc)
+            })?;
+        fill.fill(shared);
+        Ok(next)
     })();
     // A failed release only delays the others until the lease expires. The lease is not
     // needed for the folder sync that makes the marker durable.
@@ -541,17 +557,17 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         return Ok(());
     }
     let shared = Arc::clone(&st.shared);
-    let seq = {
+    let (seq, fill) = {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
         let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
-        write_commit(&shared, ctx, &cur, batch, st.id)?.seq
+        let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
+        (state.seq, fill)
     };
-    // The transaction's working set (the leaf versions its commit replaced among it) is
-    // garbage from here on: free it before the sync's sleep evicts it from the caches; and
-    // the state the last commit replaced, while the device works.
+    // As in `commit`.
     st.free_working_set();
+    fill.fill(&shared);
     shared.free_retired();
     finish_commit(&shared, seq)
 }
@@ -979,7 +995,7 @@ pub(crate) fn write_commit(
     cur: &DbState,
     b: Batch,
     txn_id: u128,
-) -> Result<Arc<DbState>> {
+) -> Result<(Arc<DbState>, CacheFill)> {
     write_commit_with(shared, ctx, cur, b, txn_id, &mut |_, _, _| Ok(()))
 }
 
@@ -996,7 +1012,7 @@ fn write_commit_with(
     mut b: Batch,
     txn_id: u128,
     decide: &mut Decide<'_>,
-) -> Result<Arc<DbState>> {
+) -> Result<(Arc<DbState>, CacheFill)> {
     let n_updates = b.images.len() + b.placed.len() + b.removals.len();
     let estimate = b.bytes.len() + 256 + n_updates * record::ENTRY_BYTES + b.store_ops.len() * 256;
     // A batch extending delta chains goes to the segment their deltas lie in, even past its
@@ -1087,14 +1103,32 @@ fn write_commit_with(
         });
     }
     trim_history(shared, ctx);
-    for (im, (_, e)) in b.images.into_iter().zip(&rec.updates) {
-        if let Some(c) = im.node.map(ForCache::entry) {
-            shared
-                .cache
-                .insert_weighed(e.loc, c.node, c.index, c.weight);
+    let fill = b
+        .images
+        .into_iter()
+        .zip(&rec.updates)
+        .filter_map(|(im, (_, e))| Some((e.loc, im.node?)))
+        .collect();
+    Ok((next, CacheFill(fill)))
+}
+
+/// The nodes a written commit puts in the cache, by location: built (and inserted) by
+/// [`CacheFill::fill`] after the write. A single commit fills it after freeing its
+/// transaction's working set, so a leaf with an insert pending is usually the only holder of
+/// the version it replaces and takes its items instead of copying them.
+#[must_use]
+pub(crate) struct CacheFill(Vec<(Location, ForCache)>);
+
+impl CacheFill {
+    /// Builds the entries and inserts them into the cache. A record is immutable and its
+    /// location never reused while referenced, so an entry inserted late (after a later
+    /// commit replaced it) is only evicted late, never wrong.
+    pub(crate) fn fill(self, shared: &Shared) {
+        for (loc, node) in self.0 {
+            let c = node.entry();
+            shared.cache.insert_weighed(loc, c.node, c.index, c.weight);
         }
     }
-    Ok(next)
 }
 
 /// Moves the live records of segment `seg` to the head of the log (same versions), so the
@@ -1130,7 +1164,7 @@ pub(crate) fn relocate(shared: &Shared, ctx: &mut CommitCtx, seg: u32) -> Result
     if b.images.is_empty() {
         return Ok(());
     }
-    write_commit(shared, ctx, &cur, b, 0)?;
+    write_commit(shared, ctx, &cur, b, 0)?.1.fill(shared);
     shared.sync_inline(ctx)
 }
 
