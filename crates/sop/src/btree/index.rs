@@ -26,6 +26,9 @@ pub struct SearchIndex {
     /// The first 16 bytes of `common`, as [`probe_prefix`] computes them.
     common16: u128,
     words: Box<[u64]>,
+    /// A leaf's items' encoded length (0 for an internal node): what a commit bounds a
+    /// delta of the leaf by, without walking it again.
+    leaf_bytes: usize,
 }
 
 /// Bytes `from..from + 8` of `k` as a big-endian number, zero-padded.
@@ -48,7 +51,10 @@ impl SearchIndex {
     #[must_use]
     pub fn of(node: &Node) -> SearchIndex {
         match node {
-            Node::Leaf(items) => Self::build(items.len(), |i| &items[i].key),
+            Node::Leaf(items) => SearchIndex {
+                leaf_bytes: items.iter().map(Item::encoded_len).sum(),
+                ..Self::build(items.len(), |i| &items[i].key)
+            },
             Node::Internal { seps, .. } => Self::build(seps.len(), |i| &seps[i].key),
         }
     }
@@ -65,6 +71,7 @@ impl SearchIndex {
             common: first[..c].into(),
             common16: probe_prefix(&first[..c]),
             words,
+            leaf_bytes: 0,
         }
     }
 
@@ -72,6 +79,12 @@ impl SearchIndex {
     #[must_use]
     pub fn weight(&self) -> u64 {
         (self.common.len() + self.words.len() * 8 + 32) as u64
+    }
+
+    /// The encoded length of the items of the leaf indexed (0 for an internal node).
+    #[must_use]
+    pub fn leaf_bytes(&self) -> usize {
+        self.leaf_bytes
     }
 
     /// Number of keys indexed.
@@ -198,6 +211,8 @@ mod tests {
             let mut all = probes.clone();
             all.extend(keys.iter().cloned());
             all.push(prefix.clone());
+            prop_assert_eq!(li.leaf_bytes(), items.iter().map(Item::encoded_len).sum::<usize>());
+            prop_assert_eq!(si.leaf_bytes(), 0);
             for p in &all {
                 prop_assert_eq!(li.lower_bound(&items, p), keys.partition_point(|k| k < p));
                 prop_assert_eq!(li.upper_bound_items(&items, p), keys.partition_point(|k| k <= p));

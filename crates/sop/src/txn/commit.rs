@@ -333,17 +333,16 @@ impl Batch {
     }
 
     /// Frames the insert of `item` at `pos` into `leaf` (the version `over.prev`, whose items
-    /// are `over.items`) as a delta, on the terms of [`Batch::add_leaf_delta`], without
+    /// are `over.items` and encode in `leaf_bytes`) as a delta, on the terms of [`Batch::add_leaf_delta`], without
     /// building the new leaf: the cache gets it after the write.
     fn add_insert_delta(
         &mut self,
         id: ImageId,
-        leaf: &Arc<Node>,
+        (leaf, leaf_bytes): (&Arc<Node>, usize),
         (pos, item): (usize, &Item),
         over: &DeltaOver<'_>,
     ) -> bool {
-        let full: usize =
-            over.items.iter().map(Item::encoded_len).sum::<usize>() + item.encoded_len();
+        let full = leaf_bytes + item.encoded_len();
         let Some(limit) = delta_limit(full, over) else {
             return false;
         };
@@ -931,7 +930,7 @@ fn encode_node(
             .and_then(|base| Some((base, entry.chain.then(entry.loc.len)?)));
         // A pending insert applies to the committed version: written as it is over that
         // version (a full image, or a delta whose chain it extends).
-        if let Some((leaf, pos, item)) = d.pending()
+        if let Some((leaf, leaf_bytes, insert)) = d.pending()
             && let Node::Leaf(items) = &**leaf
             && let Some((base, chain)) = match entry.delta_base() {
                 None => Some((entry.loc, Chain::first())),
@@ -944,7 +943,7 @@ fn encode_node(
                 base,
                 chain,
             };
-            if b.add_insert_delta(img, leaf, (pos, item), &over) {
+            if b.add_insert_delta(img, (leaf, leaf_bytes), insert, &over) {
                 b.chained |= entry.delta_base().is_some();
                 return Ok(());
             }

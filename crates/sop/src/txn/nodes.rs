@@ -29,8 +29,9 @@ use crate::state::{DbState, StoreId, StoreMeta};
 #[derive(Debug, Clone)]
 pub(crate) struct Dirty {
     node: Arc<Node>,
-    /// An item to insert into `node` at this position, not applied yet.
-    pending: Option<(usize, Item)>,
+    /// An item to insert into `node` at this position, not applied yet, and the encoded
+    /// length of `node`'s items.
+    pending: Option<(usize, Item, usize)>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
     /// Search index of an internal node, built when it is searched again and again and
@@ -53,7 +54,7 @@ impl Dirty {
 
     /// Applies a pending insert (copies the leaf).
     fn settle(&mut self) {
-        if let Some((pos, item)) = self.pending.take() {
+        if let Some((pos, item, _)) = self.pending.take() {
             self.node = Arc::new(self.node.with_inserted(pos, item));
         }
     }
@@ -73,7 +74,7 @@ impl Dirty {
     /// The changed node, leaving a pending insert pending (applied to a copy).
     pub fn current(&self) -> Arc<Node> {
         match &self.pending {
-            Some((pos, item)) => Arc::new(self.node.with_inserted(*pos, item.clone())),
+            Some((pos, item, _)) => Arc::new(self.node.with_inserted(*pos, item.clone())),
             None => Arc::clone(&self.node),
         }
     }
@@ -83,11 +84,12 @@ impl Dirty {
         self.pending.is_none().then_some(&self.node)
     }
 
-    /// The committed leaf and the position and item of the insert pending into it.
-    pub fn pending(&self) -> Option<(&Arc<Node>, usize, &Item)> {
+    /// The committed leaf, the encoded length of its items, and the position and item of the
+    /// insert pending into it.
+    pub fn pending(&self) -> Option<(&Arc<Node>, usize, (usize, &Item))> {
         self.pending
             .as_ref()
-            .map(|(pos, item)| (&self.node, *pos, item))
+            .map(|(pos, item, bytes)| (&self.node, *bytes, (*pos, item)))
     }
 
     /// True when the node is a leaf (pending insert or not).
@@ -648,7 +650,7 @@ impl NodeStore for TxnNodes<'_> {
                 seen,
                 track,
             } = self;
-            let (node, base, _) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
+            let (node, base, index) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
             if let Node::Leaf(items) = &*node
                 && pos <= items.len()
             {
@@ -656,7 +658,7 @@ impl NodeStore for TxnNodes<'_> {
                 store.changes += 1;
                 store.originals.insert(id, Arc::clone(&node));
                 let mut d = Dirty::new(node, base);
-                d.pending = Some((pos, item));
+                d.pending = Some((pos, item, index.leaf_bytes()));
                 store.dirty.insert(id, d);
                 return Ok(len);
             }
