@@ -81,6 +81,26 @@ impl SearchIndex {
         (self.common.len() + self.words.len() * 8 + 32) as u64
     }
 
+    /// The index of this leaf with `key` inserted at `pos` (an item of `item_bytes` encoded
+    /// bytes), without walking the leaf; `None` when the insert is at either end (the common
+    /// prefix may shrink: build it with [`SearchIndex::of`]).
+    #[must_use]
+    pub fn with_inserted(&self, pos: usize, key: &KeyBuf, item_bytes: usize) -> Option<Self> {
+        if pos == 0 || pos >= self.words.len() {
+            return None;
+        }
+        let mut words = Vec::with_capacity(self.words.len() + 1);
+        words.extend_from_slice(&self.words[..pos]);
+        words.push(key.word_at(self.common.len()));
+        words.extend_from_slice(&self.words[pos..]);
+        Some(SearchIndex {
+            common: self.common.clone(),
+            common16: self.common16,
+            words: words.into_boxed_slice(),
+            leaf_bytes: self.leaf_bytes + item_bytes,
+        })
+    }
+
     /// The encoded length of the items of the leaf indexed (0 for an internal node).
     #[must_use]
     pub fn leaf_bytes(&self) -> usize {
@@ -213,6 +233,23 @@ mod tests {
             all.push(prefix.clone());
             prop_assert_eq!(li.leaf_bytes(), items.iter().map(Item::encoded_len).sum::<usize>());
             prop_assert_eq!(si.leaf_bytes(), 0);
+            // Inserting a key inside the leaf patches the index as a rebuild would.
+            for (pos, k) in keys.windows(2).enumerate().filter_map(|(i, w)| {
+                let mut k = w[0].clone();
+                k.push(0);
+                (k < w[1]).then_some((i + 1, k))
+            }) {
+                let mut grown = items.clone();
+                let it = Item { key: KeyBuf::new(&k), id: 0, value: ValueRef::Inline(crate::btree::InlineValue::new(b"xyz")) };
+                grown.insert(pos, it.clone());
+                let patched = li.with_inserted(pos, &it.key, it.encoded_len());
+                let rebuilt = SearchIndex::of(&Node::Leaf(grown.clone()));
+                let patched = patched.expect("an inside insert patches");
+                prop_assert_eq!(&patched.words, &rebuilt.words);
+                prop_assert_eq!(&patched.common, &rebuilt.common);
+                prop_assert_eq!(patched.common16, rebuilt.common16);
+                prop_assert_eq!(patched.leaf_bytes, rebuilt.leaf_bytes);
+            }
             for p in &all {
                 prop_assert_eq!(li.lower_bound(&items, p), keys.partition_point(|k| k < p));
                 prop_assert_eq!(li.upper_bound_items(&items, p), keys.partition_point(|k| k <= p));

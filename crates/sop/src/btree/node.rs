@@ -679,21 +679,20 @@ impl Node {
             return None;
         }
         let mut packer = Packer::new(total, items.iter().filter_map(packable).map(|v| &**v));
-        let items = items
-            .iter()
-            .map(|it| {
-                let value = match packable(it) {
-                    Some(_) => ValueRef::Inline(packer.next()),
-                    None => it.value.clone(),
-                };
-                Item {
-                    key: it.key.clone(),
-                    id: it.id,
-                    value,
-                }
-            })
-            .collect();
-        Some(Node::Leaf(items))
+        // Room for the inserts that come before the leaf is packed again.
+        let mut packed = Vec::with_capacity(items.len() + min_loose.max(1));
+        packed.extend(items.iter().map(|it| {
+            let value = match packable(it) {
+                Some(_) => ValueRef::Inline(packer.next()),
+                None => it.value.clone(),
+            };
+            Item {
+                key: it.key.clone(),
+                id: it.id,
+                value,
+            }
+        }));
+        Some(Node::Leaf(packed))
     }
 
     /// Approximate memory footprint (for the cache's weigher).

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use super::access::sorted_keys;
 use super::keylist::KeyList;
 use super::nodes;
-use super::nodes::Dirty;
+use super::nodes::{Dirty, PendingInsert};
 use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
 use crate::btree::{Item, KeyBuf, Node, Order, SearchIndex, ValueRef, delta};
@@ -122,39 +122,47 @@ enum ForCache {
 enum NewNode {
     /// The node itself.
     Ready(Arc<Node>),
-    /// A committed leaf and an item to insert into it at a position (see [`Dirty`]).
-    Insert(Arc<Node>, usize, Item),
+    /// A committed leaf, its search index, and an item to insert into it at a position (see
+    /// [`Dirty`]).
+    Insert(Arc<Node>, Arc<SearchIndex>, usize, Item),
 }
 
 impl NewNode {
-    fn into_node(self) -> Arc<Node> {
-        match self {
-            NewNode::Ready(n) => n,
+    /// The node, and its search index when it is cheaper to patch than to build.
+    fn into_node(self) -> (Arc<Node>, Option<SearchIndex>) {
+        let (leaf, index, pos, item) = match self {
+            NewNode::Ready(n) => return (n, None),
+            NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
+        };
+        let patched = index.with_inserted(pos, &item.key, item.encoded_len());
+        let node = match Arc::try_unwrap(leaf) {
             // The transaction and the cache let go of the version it replaces: when no
             // reader holds it either, its items are taken, not copied.
-            NewNode::Insert(leaf, pos, item) => match Arc::try_unwrap(leaf) {
-                Ok(mut node) => {
-                    if let Node::Leaf(items) = &mut node {
-                        items.insert(pos.min(items.len()), item);
-                    }
-                    Arc::new(node)
+            Ok(mut node) => {
+                if let Node::Leaf(items) = &mut node {
+                    items.insert(pos.min(items.len()), item);
                 }
-                Err(leaf) => Arc::new(leaf.with_inserted(pos, item)),
-            },
-        }
+                Arc::new(node)
+            }
+            Err(leaf) => Arc::new(leaf.with_inserted(pos, item)),
+        };
+        (node, patched)
     }
 }
 
 impl ForCache {
     /// Builds (a pending insert), packs (when asked), indexes and weighs `node`.
     fn build(node: NewNode, pack: bool) -> CacheEntry {
-        let node = node.into_node();
+        let (node, index) = node.into_node();
         let packed = if pack {
             node.packed(PACK_LOOSE_MIN)
         } else {
             None
         };
-        CacheEntry::of(packed.map_or(node, Arc::new))
+        // Packing moves values, not keys: a patched index holds for the packed copy.
+        let node = packed.map_or(node, Arc::new);
+        let index = index.unwrap_or_else(|| SearchIndex::of(&node));
+        CacheEntry::with_index(node, index)
     }
 
     fn entry(self) -> CacheEntry {
@@ -174,8 +182,7 @@ struct CacheEntry {
 }
 
 impl CacheEntry {
-    fn of(node: Arc<Node>) -> CacheEntry {
-        let index = SearchIndex::of(&node);
+    fn with_index(node: Arc<Node>, index: SearchIndex) -> CacheEntry {
         let weight = node.weight() + index.weight();
         CacheEntry {
             node,
@@ -333,16 +340,20 @@ impl Batch {
     }
 
     /// Frames the insert of `item` at `pos` into `leaf` (the version `over.prev`, whose items
-    /// are `over.items` and encode in `leaf_bytes`) as a delta, on the terms of [`Batch::add_leaf_delta`], without
+    /// are `over.items`; `index` is its search index) as a delta, on the terms of [`Batch::add_leaf_delta`], without
     /// building the new leaf: the cache gets it after the write.
     fn add_insert_delta(
         &mut self,
         id: ImageId,
-        (leaf, leaf_bytes): (&Arc<Node>, usize),
-        (pos, item): (usize, &Item),
+        &PendingInsert {
+            leaf,
+            index,
+            pos,
+            item,
+        }: &PendingInsert<'_>,
         over: &DeltaOver<'_>,
     ) -> bool {
-        let full = leaf_bytes + item.encoded_len();
+        let full = index.leaf_bytes() + item.encoded_len();
         let Some(limit) = delta_limit(full, over) else {
             return false;
         };
@@ -354,7 +365,7 @@ impl Batch {
         self.frame_delta(
             id,
             over,
-            NewNode::Insert(Arc::clone(leaf), pos, item.clone()),
+            NewNode::Insert(Arc::clone(leaf), Arc::clone(index), pos, item.clone()),
         );
         true
     }
@@ -930,8 +941,8 @@ fn encode_node(
             .and_then(|base| Some((base, entry.chain.then(entry.loc.len)?)));
         // A pending insert applies to the committed version: written as it is over that
         // version (a full image, or a delta whose chain it extends).
-        if let Some((leaf, leaf_bytes, insert)) = d.pending()
-            && let Node::Leaf(items) = &**leaf
+        if let Some(pending) = d.pending()
+            && let Node::Leaf(items) = &**pending.leaf
             && let Some((base, chain)) = match entry.delta_base() {
                 None => Some((entry.loc, Chain::first())),
                 Some(_) => chain,
@@ -943,7 +954,7 @@ fn encode_node(
                 base,
                 chain,
             };
-            if b.add_insert_delta(img, (leaf, leaf_bytes), insert, &over) {
+            if b.add_insert_delta(img, &pending, &over) {
                 b.chained |= entry.delta_base().is_some();
                 return Ok(());
             }

@@ -29,9 +29,9 @@ use crate::state::{DbState, StoreId, StoreMeta};
 #[derive(Debug, Clone)]
 pub(crate) struct Dirty {
     node: Arc<Node>,
-    /// An item to insert into `node` at this position, not applied yet, and the encoded
-    /// length of `node`'s items.
-    pending: Option<(usize, Item, usize)>,
+    /// An item to insert into `node` at this position, not applied yet, and `node`'s search
+    /// index.
+    pending: Option<(usize, Item, Arc<SearchIndex>)>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
     /// Search index of an internal node, built when it is searched again and again and
@@ -84,18 +84,34 @@ impl Dirty {
         self.pending.is_none().then_some(&self.node)
     }
 
-    /// The committed leaf, the encoded length of its items, and the position and item of the
-    /// insert pending into it.
-    pub fn pending(&self) -> Option<(&Arc<Node>, usize, (usize, &Item))> {
+    /// The insert pending into the committed leaf, if any.
+    pub fn pending(&self) -> Option<PendingInsert<'_>> {
         self.pending
             .as_ref()
-            .map(|(pos, item, bytes)| (&self.node, *bytes, (*pos, item)))
+            .map(|(pos, item, index)| PendingInsert {
+                leaf: &self.node,
+                index,
+                pos: *pos,
+                item,
+            })
     }
 
     /// True when the node is a leaf (pending insert or not).
     pub fn is_leaf(&self) -> bool {
         matches!(*self.node, Node::Leaf(_))
     }
+}
+
+/// An insert pending into a committed leaf (see [`Dirty`]).
+pub(crate) struct PendingInsert<'a> {
+    /// The committed leaf.
+    pub leaf: &'a Arc<Node>,
+    /// Its search index.
+    pub index: &'a Arc<SearchIndex>,
+    /// Where the item goes.
+    pub pos: usize,
+    /// The item.
+    pub item: &'a Item,
 }
 
 /// Searches of a changed internal node after which it gets a search index. Building one
@@ -658,7 +674,7 @@ impl NodeStore for TxnNodes<'_> {
                 store.changes += 1;
                 store.originals.insert(id, Arc::clone(&node));
                 let mut d = Dirty::new(node, base);
-                d.pending = Some((pos, item, index.leaf_bytes()));
+                d.pending = Some((pos, item, index));
                 store.dirty.insert(id, d);
                 return Ok(len);
             }
