@@ -116,13 +116,7 @@ pub trait NodeStore {
     /// Inserts `item` at `pos` of leaf `id`; returns the leaf's new length. A store may keep
     /// the insert pending until the leaf is read or changed again.
     fn insert_in_leaf(&mut self, id: LogicalId, pos: usize, item: Item) -> Result<usize> {
-        let Node::Leaf(items) = self.node_mut(id)? else {
-            return Err(crate::error::Error::InvalidArgument(
-                "descent ended on an internal node".into(),
-            ));
-        };
-        items.insert(pos, item);
-        Ok(items.len())
+        insert_now(self, id, pos, item)
     }
     /// Stores a new node, returning its new logical id.
     fn alloc(&mut self, node: Node) -> Result<LogicalId>;
@@ -134,6 +128,23 @@ pub trait NodeStore {
     fn finger(&mut self) -> Option<(&mut Finger, u64)> {
         None
     }
+}
+
+/// Inserts `item` at `pos` of leaf `id` through [`NodeStore::node_mut`]; returns the leaf's
+/// new length.
+pub(crate) fn insert_now<S: NodeStore + ?Sized>(
+    store: &mut S,
+    id: LogicalId,
+    pos: usize,
+    item: Item,
+) -> Result<usize> {
+    let Node::Leaf(items) = store.node_mut(id)? else {
+        return Err(crate::error::Error::InvalidArgument(
+            "descent ended on an internal node".into(),
+        ));
+    };
+    items.insert(pos, item);
+    Ok(items.len())
 }
 
 /// The shape parameters of one tree.

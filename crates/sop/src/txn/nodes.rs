@@ -659,18 +659,12 @@ impl NodeStore for TxnNodes<'_> {
         // The first change of a committed leaf, one insert of an inline value: keep it
         // pending (see `Dirty`).
         if !self.store.dirty.contains_key(&id) && matches!(item.value, ValueRef::Inline(_)) {
-            let TxnNodes {
-                shared,
-                snapshot,
-                store,
-                seen,
-                track,
-            } = self;
-            let (node, base, index) = committed(shared, snapshot, store.meta.id, seen, *track, id)?;
+            let (node, base, index) = self.committed(id)?;
             if let Node::Leaf(items) = &*node
                 && pos <= items.len()
             {
                 let len = items.len() + 1;
+                let store = &mut *self.store;
                 store.changes += 1;
                 store.originals.insert(id, Arc::clone(&node));
                 let mut d = Dirty::new(node, base);
@@ -679,13 +673,7 @@ impl NodeStore for TxnNodes<'_> {
                 return Ok(len);
             }
         }
-        let Node::Leaf(items) = self.node_mut(id)? else {
-            return Err(Error::InvalidArgument(
-                "descent ended on an internal node".into(),
-            ));
-        };
-        items.insert(pos, item);
-        Ok(items.len())
+        btree::insert_now(self, id, pos, item)
     }
 
     fn alloc(&mut self, node: Node) -> Result<LogicalId> {
