@@ -934,6 +934,8 @@ mod tests {
         });
         let grown = Node::Leaf(items);
         assert_eq!(homes(&grown), (3, 2, 1));
+        // One value outside the buffer: packed only when one is enough.
+        assert!(grown.packed(2).is_none());
         let again = grown.packed(1).expect("a new shared value packs");
         assert_eq!(again, grown);
         assert_eq!(homes(&again), (4, 1, 1));

@@ -340,8 +340,9 @@ impl Batch {
     }
 
     /// Frames the insert of `item` at `pos` into `leaf` (the version `over.prev`, whose items
-    /// are `over.items`; `index` is its search index) as a delta, on the terms of [`Batch::add_leaf_delta`], without
-    /// building the new leaf: the cache gets it after the write.
+    /// are `over.items`; `index` is its search index) as a delta, on the terms of
+    /// [`Batch::add_leaf_delta`], without building the new leaf: the cache gets it after the
+    /// write.
     fn add_insert_delta(
         &mut self,
         id: ImageId,
