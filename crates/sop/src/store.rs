@@ -629,6 +629,11 @@ pub struct RawBtree {
 
 impl RawBtree {
     pub(crate) fn new(txn: Arc<Mutex<TxnState>>, st: &mut TxnState, store: StoreId) -> Self {
+        // Most transactions open one handle: room for one cursor (a `CursorState` is a few
+        // hundred bytes, and `push` would make room for four).
+        if st.cursors.capacity() == 0 {
+            st.cursors.reserve_exact(1);
+        }
         st.cursors.push(CursorState::default());
         let cursor = st.cursors.len() - 1;
         RawBtree { txn, store, cursor }

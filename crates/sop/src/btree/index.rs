@@ -29,6 +29,10 @@ pub struct SearchIndex {
     /// A leaf's items' encoded length (0 for an internal node): what a commit bounds a
     /// delta of the leaf by, without walking it again.
     leaf_bytes: usize,
+    /// A leaf's loose values ([`Node::loose_values`]): a commit packs the leaf once there are
+    /// enough, and reads the count here instead of walking the leaf. A hint: a wrong count
+    /// only packs a leaf early or late.
+    loose: usize,
 }
 
 /// Bytes `from..from + 8` of `k` as a big-endian number, zero-padded.
@@ -53,6 +57,7 @@ impl SearchIndex {
         match node {
             Node::Leaf(items) => SearchIndex {
                 leaf_bytes: items.iter().map(Item::encoded_len).sum(),
+                loose: node.loose_values(),
                 ..Self::build(items.len(), |i| &items[i].key)
             },
             Node::Internal { seps, .. } => Self::build(seps.len(), |i| &seps[i].key),
@@ -72,6 +77,7 @@ impl SearchIndex {
             common16: probe_prefix(&first[..c]),
             words,
             leaf_bytes: 0,
+            loose: 0,
         }
     }
 
@@ -81,24 +87,38 @@ impl SearchIndex {
         (self.common.len() + self.words.len() * 8 + 32) as u64
     }
 
-    /// The index of this leaf with `key` inserted at `pos` (an item of `item_bytes` encoded
-    /// bytes), without walking the leaf; `None` when the insert is at either end (the common
-    /// prefix may shrink: build it with [`SearchIndex::of`]).
+    /// The index of this leaf with `item` inserted at `pos`, without walking the leaf; `None`
+    /// when the insert is at either end (the common prefix may shrink: build it with
+    /// [`SearchIndex::of`]).
     #[must_use]
-    pub fn with_inserted(&self, pos: usize, key: &KeyBuf, item_bytes: usize) -> Option<Self> {
+    pub fn with_inserted(&self, pos: usize, item: &Item) -> Option<Self> {
         if pos == 0 || pos >= self.words.len() {
             return None;
         }
         let mut words = Vec::with_capacity(self.words.len() + 1);
         words.extend_from_slice(&self.words[..pos]);
-        words.push(key.word_at(self.common.len()));
+        words.push(item.key.word_at(self.common.len()));
         words.extend_from_slice(&self.words[pos..]);
         Some(SearchIndex {
             common: self.common.clone(),
             common16: self.common16,
             words: words.into_boxed_slice(),
-            leaf_bytes: self.leaf_bytes + item_bytes,
+            leaf_bytes: self.leaf_bytes + item.encoded_len(),
+            loose: self.loose + usize::from(item.is_loose()),
         })
+    }
+
+    /// The leaf's loose values, as far as the index knows (see the field).
+    #[must_use]
+    pub fn loose(&self) -> usize {
+        self.loose
+    }
+
+    /// This index for the leaf's packed copy ([`Node::packed`]: the same keys, no loose
+    /// values).
+    #[must_use]
+    pub fn packed(self) -> Self {
+        SearchIndex { loose: 0, ..self }
     }
 
     /// The encoded length of the items of the leaf indexed (0 for an internal node).
@@ -240,15 +260,19 @@ mod tests {
                 (k < w[1]).then_some((i + 1, k))
             }) {
                 let mut grown = items.clone();
-                let it = Item { key: KeyBuf::new(&k), id: 0, value: ValueRef::Inline(crate::btree::InlineValue::new(b"xyz")) };
+                // Small values stay in the item; a larger one is a loose value.
+                let value: &[u8] = if pos % 2 == 0 { b"xyz" } else { &[7; 40] };
+                let it = Item { key: KeyBuf::new(&k), id: 0, value: ValueRef::Inline(crate::btree::InlineValue::new(value)) };
                 grown.insert(pos, it.clone());
-                let patched = li.with_inserted(pos, &it.key, it.encoded_len());
+                let patched = li.with_inserted(pos, &it);
                 let rebuilt = SearchIndex::of(&Node::Leaf(grown.clone()));
                 let patched = patched.expect("an inside insert patches");
                 prop_assert_eq!(&patched.words, &rebuilt.words);
                 prop_assert_eq!(&patched.common, &rebuilt.common);
                 prop_assert_eq!(patched.common16, rebuilt.common16);
                 prop_assert_eq!(patched.leaf_bytes, rebuilt.leaf_bytes);
+                prop_assert_eq!(patched.loose, rebuilt.loose);
+                prop_assert_eq!(rebuilt.loose, li.loose + usize::from(pos % 2 == 1));
             }
             for p in &all {
                 prop_assert_eq!(li.lower_bound(&items, p), keys.partition_point(|k| k < p));

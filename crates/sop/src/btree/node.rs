@@ -368,6 +368,13 @@ fn get_id(r: &mut Reader<'_>, lo: u64) -> Result<(ItemId, u8), DecodeError> {
 }
 
 impl Item {
+    /// True when its value would count among a leaf's loose values ([`Node::loose_values`])
+    /// as a new item: packable and not in a leaf's buffer.
+    #[must_use]
+    pub fn is_loose(&self) -> bool {
+        matches!(&self.value, ValueRef::Inline(v) if v.packable() && !matches!(v, InlineValue::Packed { .. }))
+    }
+
     /// Appends the byte form (as inside a leaf) against the node's `lo` (see [`id_lo`]): key,
     /// item id, value.
     pub fn encode(&self, w: &mut Writer, lo: u64) {
@@ -602,6 +609,31 @@ pub enum Node {
 const LEAF: u8 = 1;
 const INTERNAL: u8 = 2;
 
+/// The value of `it` if [`Node::packed`] would copy it into the leaf's buffer.
+fn packable(it: &Item) -> Option<&InlineValue> {
+    match &it.value {
+        ValueRef::Inline(v) if v.packable() => Some(v),
+        _ => None,
+    }
+}
+
+/// Of a leaf's packable values: how many lie outside the buffer the first packed one is in,
+/// and their total length.
+fn pack_census(items: &[Item]) -> (usize, usize) {
+    let mut common: Option<&Arc<[u8]>> = None;
+    let mut loose = 0usize;
+    let mut total = 0usize;
+    for v in items.iter().filter_map(packable) {
+        total += v.len();
+        match (v, common) {
+            (InlineValue::Packed { buf, .. }, None) => common = Some(buf),
+            (InlineValue::Packed { buf, .. }, Some(c)) if Arc::ptr_eq(buf, c) => {}
+            _ => loose += 1,
+        }
+    }
+    (loose, total)
+}
+
 impl Node {
     /// Number of items (leaf) or separators (internal).
     #[must_use]
@@ -658,23 +690,7 @@ impl Node {
         let Node::Leaf(items) = self else {
             return None;
         };
-        fn packable(it: &Item) -> Option<&InlineValue> {
-            match &it.value {
-                ValueRef::Inline(v) if v.packable() => Some(v),
-                _ => None,
-            }
-        }
-        let mut common: Option<&Arc<[u8]>> = None;
-        let mut loose = 0usize;
-        let mut total = 0usize;
-        for v in items.iter().filter_map(packable) {
-            total += v.len();
-            match (v, common) {
-                (InlineValue::Packed { buf, .. }, None) => common = Some(buf),
-                (InlineValue::Packed { buf, .. }, Some(c)) if Arc::ptr_eq(buf, c) => {}
-                _ => loose += 1,
-            }
-        }
+        let (loose, total) = pack_census(items);
         if loose < min_loose.max(1) || u32::try_from(total).is_err() {
             return None;
         }
@@ -693,6 +709,16 @@ impl Node {
             }
         }));
         Some(Node::Leaf(packed))
+    }
+
+    /// The values of a leaf that [`Node::packed`] would move into its buffer and that lie
+    /// outside the buffer the others share (0 for an internal node).
+    #[must_use]
+    pub fn loose_values(&self) -> usize {
+        match self {
+            Node::Leaf(items) => pack_census(items).0,
+            Node::Internal { .. } => 0,
+        }
     }
 
     /// Approximate memory footprint (for the cache's weigher).

@@ -29,6 +29,21 @@ impl Weighter<(u32, u64), Cached> for ByWeight {
     }
 }
 
+/// The approximate bytes a cached node and its search index hold (what the cache is bounded
+/// by). A leaf's comes from the encoded length its index carries, without a walk of its items
+/// (a single-insert commit caches a leaf of ~100 items); an internal node's is counted.
+#[must_use]
+pub fn weight(node: &Node, index: &SearchIndex) -> u64 {
+    let own = match node {
+        Node::Leaf(items) => (64 + 48 * items.len() + index.leaf_bytes()) as u64,
+        Node::Internal { .. } => node.weight(),
+    };
+    own + index.weight()
+}
+
+/// Up to this many updates, [`NodeCache::forget_replaced`] scans them rather than build a map.
+const SCAN_UPDATES: usize = 16;
+
 /// Decoded nodes by location.
 pub struct NodeCache {
     inner: Option<Cache<(u32, u64), Cached, ByWeight>>,
@@ -74,13 +89,12 @@ impl NodeCache {
     /// Caches `node` (immutable from now on) at `loc`, with its search index.
     pub fn insert(&self, loc: Location, node: Arc<Node>, index: Arc<SearchIndex>) {
         if self.inner.is_some() {
-            let weight = node.weight() + index.weight();
+            let weight = weight(&node, &index);
             self.insert_weighed(loc, node, index, weight);
         }
     }
 
-    /// [`NodeCache::insert`] with the weight computed by the caller (`node.weight() +
-    /// index.weight()`).
+    /// [`NodeCache::insert`] with the weight computed by the caller ([`weight`]).
     pub fn insert_weighed(
         &self,
         loc: Location,
@@ -106,16 +120,28 @@ impl NodeCache {
         if self.inner.is_none() {
             return;
         }
-        let bases: FastMap<Location, ()> = updates
-            .iter()
-            .filter_map(|(_, e)| e.delta_base())
-            .map(|l| (l, ()))
-            .collect();
-        for old in replaced {
-            for loc in old.records() {
-                if !bases.contains_key(&loc) {
-                    self.remove(loc);
-                }
+        // A commit's few updates are scanned; a map is built for many (an empty map does
+        // not allocate).
+        let many = updates.len() > SCAN_UPDATES;
+        let bases: FastMap<Location, ()> = if many {
+            updates
+                .iter()
+                .filter_map(|(_, e)| e.delta_base())
+                .map(|l| (l, ()))
+                .collect()
+        } else {
+            FastMap::default()
+        };
+        let is_base = |loc: Location| {
+            if many {
+                bases.contains_key(&loc)
+            } else {
+                updates.iter().any(|(_, e)| e.delta_base() == Some(loc))
+            }
+        };
+        for loc in replaced.iter().flat_map(Entry::records) {
+            if !is_base(loc) {
+                self.remove(loc);
             }
         }
     }

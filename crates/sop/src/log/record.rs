@@ -305,6 +305,12 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
     let mut w = Writer::with(Vec::with_capacity(
         64 + c.store_ops.len() * 64 + c.updates.len() * ENTRY_BYTES,
     ));
+    put_commit(&mut w, c);
+    w.buf
+}
+
+/// Appends a commit record payload (what [`encode_commit`] returns) to `w`.
+pub fn put_commit(w: &mut Writer, c: &CommitRecord) {
     w.u64(c.seq);
     w.u64(c.durable);
     w.u128(c.txn_id);
@@ -316,7 +322,7 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
         match op {
             StoreOp::Create(m) => {
                 w.u8(1);
-                put_meta(&mut w, m);
+                put_meta(w, m);
             }
             StoreOp::Drop { id } => {
                 w.u8(2);
@@ -332,7 +338,7 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
     }
     w.varint(c.updates.len() as u64);
     for (id, e) in &c.updates {
-        put_entry(&mut w, *id, e);
+        put_entry(w, *id, e);
     }
     if !c.writes.is_empty() {
         // Optional trailing section: the keys written (clustered mode).
@@ -347,7 +353,6 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
             }
         }
     }
-    w.buf
 }
 
 /// Decodes a commit record payload.

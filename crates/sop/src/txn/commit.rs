@@ -134,7 +134,7 @@ impl NewNode {
             NewNode::Ready(n) => return (n, None),
             NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
         };
-        let patched = index.with_inserted(pos, &item.key, item.encoded_len());
+        let patched = index.with_inserted(pos, &item);
         let node = match Arc::try_unwrap(leaf) {
             // The transaction and the cache let go of the version it replaces: when no
             // reader holds it either, its items are taken, not copied.
@@ -154,15 +154,19 @@ impl ForCache {
     /// Builds (a pending insert), packs (when asked), indexes and weighs `node`.
     fn build(node: NewNode, pack: bool) -> CacheEntry {
         let (node, index) = node.into_node();
-        let packed = if pack {
+        let index = index.unwrap_or_else(|| SearchIndex::of(&node));
+        // The index counts the loose values: no walk of the leaf to learn it need not be
+        // packed (most single inserts).
+        let packed = if pack && index.loose() >= PACK_LOOSE_MIN {
             node.packed(PACK_LOOSE_MIN)
         } else {
             None
         };
-        // Packing moves values, not keys: a patched index holds for the packed copy.
-        let node = packed.map_or(node, Arc::new);
-        let index = index.unwrap_or_else(|| SearchIndex::of(&node));
-        CacheEntry::with_index(node, index)
+        // Packing moves values, not keys: the index holds for the packed copy.
+        match packed {
+            Some(p) => CacheEntry::with_index(Arc::new(p), index.packed()),
+            None => CacheEntry::with_index(node, index),
+        }
     }
 
     fn entry(self) -> CacheEntry {
@@ -183,7 +187,7 @@ struct CacheEntry {
 
 impl CacheEntry {
     fn with_index(node: Arc<Node>, index: SearchIndex) -> CacheEntry {
-        let weight = node.weight() + index.weight();
+        let weight = crate::cache::weight(&node, &index);
         CacheEntry {
             node,
             index: Arc::new(index),
@@ -359,6 +363,9 @@ impl Batch {
             return false;
         };
         self.scratch.buf.clear();
+        // The delta's counts and position, and the item: one allocation, not a growth per
+        // part.
+        self.scratch.buf.reserve(32 + item.encoded_len());
         delta::insert_one(over.items, pos, item, &mut self.scratch);
         if self.scratch.len() > limit {
             return false;
@@ -396,7 +403,7 @@ impl Batch {
 }
 
 pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
-    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(|t| t.is_changed()) {
         return Ok(());
     }
     if st.started.elapsed() > st.max {
@@ -496,7 +503,7 @@ fn finish_commit(shared: &Shared, seq: u64) -> Result<()> {
 /// read set durably in a prepare record, without applying them. From then on, commits that
 /// would conflict with it are refused until it is decided.
 pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()> {
-    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(|t| t.is_changed()) {
         return Ok(());
     }
     if st.shared.cluster.is_some() {
@@ -517,10 +524,10 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
     let mut stores = Vec::new();
     let mut new_blobs = FastMap::default();
     // Stores only read count too: their read set must block writers until the decision.
-    let involved = |t: &&TxnStore| {
+    let involved = |t: &TxnStore| {
         t.is_changed() || t.count_read || !t.access.points.is_empty() || !t.access.ranges.is_empty()
     };
-    for ts in st.stores.values().filter(involved) {
+    for ts in st.stores.values().map(|t| &**t).filter(|t| involved(t)) {
         new_blobs.extend(ts.new_blobs.iter().map(|(id, nb)| (*id, nb.entry)));
         let changes = if ts.dropped || !ts.is_changed() {
             Vec::new()
@@ -564,7 +571,7 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
 /// Phase 2: applies a prepared transaction (merging with what committed meanwhile; no
 /// conflict is possible, conflicting commits were refused) with one commit record, the decision.
 pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
-    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(TxnStore::is_changed) {
+    if st.mode != TransactionMode::ForWriting || !st.stores.values().any(|t| t.is_changed()) {
         return Ok(());
     }
     let shared = Arc::clone(&st.shared);
@@ -747,8 +754,16 @@ fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<B
         if cur.seq != snapshot.seq && !unchanged_since(ts, &st.seen, cur) {
             prepared::replay(&shared, ts, &snapshot, cur)?;
         }
-        // About a leaf per changed node (grown by doubling when leaves are larger).
-        b.bytes.reserve(ts.dirty.len() * 4096);
+        // About a leaf per changed node (grown by doubling when leaves are larger); a pending
+        // insert is one small delta: a single-insert commit's batch stays within the
+        // allocator's per-thread cache (a 4 KiB allocation per commit is not).
+        b.bytes.reserve(
+            ts.dirty
+                .values()
+                .map(|d| if d.ready().is_some() { 4096 } else { 256 })
+                .sum::<usize>()
+                + 512,
+        );
         // Pending separate-blob values become blobs (there are none in a store that keeps its
         // values in its nodes).
         let in_node = ts.meta.options.value_placement == ValuePlacement::InNode;
@@ -1076,9 +1091,12 @@ fn write_commit_with(
     rec.updates.extend(b.placed.iter().copied());
     rec.updates
         .extend(b.removals.iter().map(|id| (*id, Entry::default())));
-    let payload = record::encode_commit(&rec);
     let rec_rel = b.bytes.len() as u64;
-    record::frame(&mut b.bytes, Kind::Commit, &[&payload]);
+    record::frame_with(&mut b.bytes, Kind::Commit, |out| {
+        let mut w = Writer::with(std::mem::take(out));
+        record::put_commit(&mut w, &rec);
+        *out = w.buf;
+    });
     ctx.writer.write(&b.bytes)?;
     // A commit alone syncs for itself: the device starts on these bytes now, while the commit
     // applies its state and frees its transaction, and the sync waits less. Among concurrent

@@ -18,7 +18,6 @@ mod keylist;
 pub(crate) mod nodes;
 pub(crate) mod prepared;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,8 +65,9 @@ pub(crate) struct TxnState {
     pub started: Instant,
     pub max: Duration,
     pub status: Status,
-    pub stores: FastMap<StoreId, TxnStore>,
-    pub names: HashMap<String, StoreId>,
+    /// Boxed: a `TxnStore` is ~800 bytes, and a table of them outgrew the allocator's
+    /// per-thread cache (a 3 KiB allocation for every transaction).
+    pub stores: FastMap<StoreId, Box<TxnStore>>,
     pub seen: FastMap<LogicalId, Seen>,
     pub cursors: Vec<CursorState>,
     pub participants: Vec<Box<dyn Participant>>,
@@ -146,13 +146,27 @@ impl TxnState {
         })
     }
 
+    /// The store named `name` the transaction has loaded: `Some(Ok)` when it is live,
+    /// `Some(Err(()))` when the transaction removed it (and did not create it again), `None`
+    /// when it has not loaded it. A transaction loads few stores: a scan of them is cheaper
+    /// than a map by name (whose key would be allocated for every transaction).
+    fn loaded(&self, name: &str) -> Option<std::result::Result<StoreId, ()>> {
+        let mut removed = false;
+        for ts in self.stores.values().filter(|ts| ts.meta.name == name) {
+            if !ts.dropped {
+                return Some(Ok(ts.meta.id));
+            }
+            removed = true;
+        }
+        removed.then_some(Err(()))
+    }
+
     /// The id of the named store as this transaction sees it, loading it on first use.
     pub fn store_id(&mut self, name: &str) -> Result<StoreId> {
-        if let Some(id) = self.names.get(name) {
-            if self.stores.get(id).is_some_and(|s| !s.dropped) {
-                return Ok(*id);
-            }
-            return Err(Error::StoreNotFound(name.to_owned()));
+        match self.loaded(name) {
+            Some(Ok(id)) => return Ok(id),
+            Some(Err(())) => return Err(Error::StoreNotFound(name.to_owned())),
+            None => {}
         }
         let meta = self
             .snapshot
@@ -179,8 +193,7 @@ impl TxnState {
             finger: Finger::default(),
             shape_gen: 0,
         };
-        self.names.insert(name.to_owned(), meta.id);
-        self.stores.insert(meta.id, ts);
+        self.stores.insert(meta.id, Box::new(ts));
         Ok(meta.id)
     }
 
@@ -232,8 +245,7 @@ impl TxnState {
                     finger: Finger::default(),
                     shape_gen: 0,
                 };
-                self.names.insert(name.to_owned(), id);
-                self.stores.insert(id, ts);
+                self.stores.insert(id, Box::new(ts));
                 Ok(id)
             }
             Err(e) => Err(e),
@@ -280,7 +292,6 @@ impl TxnState {
         let garbage = (
             std::mem::take(&mut self.stores),
             std::mem::take(&mut self.seen),
-            std::mem::take(&mut self.names),
         );
         if nodes >= DROP_ASIDE_NODES {
             drop_aside(garbage);
@@ -368,7 +379,6 @@ impl Transaction {
             max,
             status: Status::Active,
             stores: FastMap::default(),
-            names: HashMap::new(),
             seen: FastMap::default(),
             cursors: Vec::new(),
             participants: Vec::new(),
@@ -495,18 +505,12 @@ impl Transaction {
             .snapshot
             .stores
             .keys()
-            .filter(|n| {
-                !st.names
-                    .get(*n)
-                    .and_then(|id| st.stores.get(id))
-                    .is_some_and(|s| s.dropped)
-            })
+            .filter(|n| st.loaded(n) != Some(Err(())))
             .cloned()
             .collect();
-        for (n, id) in &st.names {
-            if !st.snapshot.stores.contains_key(n) && st.stores.get(id).is_some_and(|s| !s.dropped)
-            {
-                names.push(n.clone());
+        for ts in st.stores.values() {
+            if !ts.dropped && !st.snapshot.stores.contains_key(&ts.meta.name) {
+                names.push(ts.meta.name.clone());
             }
         }
         names.sort();
