@@ -604,3 +604,48 @@ fn runs_of_nearby_keys_read_and_write_like_a_model() -> Result<()> {
     drop(db);
     check(&open(dir.path())?)
 }
+
+/// A transaction sees its own removals and creations of stores by name: a removed store is
+/// gone (opening it fails, the listing leaves it out) until the transaction creates one of
+/// that name again, which is then the only one it lists and opens.
+#[test]
+fn a_store_removed_and_created_again_in_one_transaction() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = open(dir.path())?;
+    let tx = db.begin(TransactionMode::ForWriting)?;
+    for name in ["a", "b"] {
+        let s = tx.new_btree::<u64, u64>(name, StoreOptions::default())?;
+        for i in 0..10 {
+            s.add(&i, &i)?;
+        }
+    }
+    tx.commit()?;
+
+    let tx = db.begin(TransactionMode::ForWriting)?;
+    assert_eq!(tx.open_btree::<u64, u64>("a")?.count()?, 10);
+    assert!(tx.remove_store("a")?);
+    assert!(matches!(
+        tx.open_btree::<u64, u64>("a"),
+        Err(Error::StoreNotFound(_))
+    ));
+    assert!(!tx.store_exists("a")?);
+    assert_eq!(tx.stores()?, ["b"]);
+    let c = tx.new_btree::<u64, u64>("c", StoreOptions::default())?;
+    c.add(&1, &1)?;
+    assert_eq!(tx.stores()?, ["b", "c"]);
+    let a = tx.new_btree::<u64, u64>("a", StoreOptions::default())?;
+    assert_eq!(a.count()?, 0, "the new store, not the removed one");
+    a.add(&100, &1)?;
+    assert_eq!(tx.stores()?, ["a", "b", "c"]);
+    assert_eq!(tx.open_btree::<u64, u64>("a")?.get(&100)?, Some(1));
+    assert_eq!(tx.open_btree::<u64, u64>("a")?.get(&5)?, None);
+    tx.commit()?;
+
+    assert_eq!(db.store_names()?, ["a", "b", "c"]);
+    let tx = db.begin(TransactionMode::ForReading)?;
+    let a = tx.open_btree::<u64, u64>("a")?;
+    assert_eq!(a.count()?, 1);
+    assert_eq!(a.get(&100)?, Some(1));
+    assert_eq!(tx.open_btree::<u64, u64>("b")?.count()?, 10);
+    Ok(())
+}
