@@ -135,16 +135,18 @@ impl NewNode {
             NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
         };
         let patched = index.with_inserted(pos, &item);
-        let node = match Arc::try_unwrap(leaf) {
+        let mut leaf = leaf;
+        let node = match Arc::get_mut(&mut leaf) {
             // The transaction and the cache let go of the version it replaces: when no
-            // reader holds it either, its items are taken, not copied.
-            Ok(mut node) => {
-                if let Node::Leaf(items) = &mut node {
+            // reader holds it either, it becomes the new version in place (its items and
+            // its allocation taken, not copied).
+            Some(node) => {
+                if let Node::Leaf(items) = node {
                     items.insert(pos.min(items.len()), item);
                 }
-                Arc::new(node)
+                leaf
             }
-            Err(leaf) => Arc::new(leaf.with_inserted(pos, item)),
+            None => Arc::new(leaf.with_inserted(pos, item)),
         };
         (node, patched)
     }
@@ -802,6 +804,8 @@ fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<B
             order: &ts.shape.order,
             chain_seg,
         };
+        // One image per changed node (a `Vec`'s first growth makes room for four).
+        b.images.reserve_exact(jobs.len());
         encode_nodes(&mut b, &shared, cur, to, &jobs)?;
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
@@ -1132,12 +1136,13 @@ fn write_commit_with(
         });
     }
     trim_history(shared, ctx);
-    let fill = b
-        .images
-        .into_iter()
-        .zip(&rec.updates)
-        .filter_map(|(im, (_, e))| Some((e.loc, im.node?)))
-        .collect();
+    let mut fill = Vec::with_capacity(b.images.len());
+    fill.extend(
+        b.images
+            .into_iter()
+            .zip(&rec.updates)
+            .filter_map(|(im, (_, e))| Some((e.loc, im.node?))),
+    );
     Ok((next, CacheFill(fill)))
 }
 
