@@ -130,12 +130,11 @@ enum NewNode {
 impl NewNode {
     /// The node, and its search index when it is cheaper to patch than to build.
     fn into_node(self) -> (Arc<Node>, Option<SearchIndex>) {
-        let (leaf, index, pos, item) = match self {
+        let (mut leaf, index, pos, item) = match self {
             NewNode::Ready(n) => return (n, None),
             NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
         };
         let patched = index.with_inserted(pos, &item);
-        let mut leaf = leaf;
         let node = match Arc::get_mut(&mut leaf) {
             // The transaction and the cache let go of the version it replaces: when no
             // reader holds it either, it becomes the new version in place (its items and
