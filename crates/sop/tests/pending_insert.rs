@@ -43,6 +43,13 @@ fn contents(s: &RawBtree) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Asserts that store "s" of `db`, read in a transaction of its own, holds what `model` holds.
+fn assert_holds(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+    let tx = db.begin(TransactionMode::ForReading)?;
+    assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(model));
+    Ok(())
+}
+
 fn model_pairs(m: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -72,8 +79,7 @@ fn the_transaction_sees_its_pending_insert() -> Result<()> {
     tx.commit()?;
     drop((s, tx, db));
     let db = open(dir.path())?;
-    let tx = db.begin(TransactionMode::ForReading)?;
-    assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+    assert_holds(&db, &model)?;
     assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
     Ok(())
 }
@@ -102,12 +108,10 @@ fn a_pending_insert_then_removed_or_updated_commits_the_result() -> Result<()> {
             model.insert(key(13), value(13, 5));
             tx.commit()?;
         }
-        let tx = db.begin(TransactionMode::ForReading)?;
-        assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+        assert_holds(&db, &model)?;
     }
     let db = open(dir.path())?;
-    let tx = db.begin(TransactionMode::ForReading)?;
-    assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+    assert_holds(&db, &model)?;
     Ok(())
 }
 
@@ -131,8 +135,7 @@ fn single_insert_commits_read_back_cold_and_warm() -> Result<()> {
             tx.commit()?;
             // Warm: the leaf the commit built after its write is the one readers get.
             if n % 50 == 0 {
-                let tx = db.begin(TransactionMode::ForReading)?;
-                assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+                assert_holds(&db, &model)?;
             }
         }
         assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
@@ -162,8 +165,7 @@ fn concurrent_pending_inserts_into_one_leaf_both_commit() -> Result<()> {
     b.commit()?;
     model.insert(key(21), value(21, 3));
     model.insert(key(23), value(23, 4));
-    let tx = db.begin(TransactionMode::ForReading)?;
-    assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+    assert_holds(&db, &model)?;
     Ok(())
 }
 
@@ -181,7 +183,6 @@ fn a_pending_insert_goes_through_two_phase_commit() -> Result<()> {
         model.insert(key(31), value(31, 6));
     }
     let db = open(dir.path())?;
-    let tx = db.begin(TransactionMode::ForReading)?;
-    assert_eq!(contents(&tx.open_raw_btree("s")?)?, model_pairs(&model));
+    assert_holds(&db, &model)?;
     Ok(())
 }
