@@ -6,12 +6,11 @@ use sop::btree::node::Node;
 use sop::log::record;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok((id, body)) = record::parse_image(data) else {
-        assert!(data.len() < record::IMAGE_PREFIX, "parse_image refused a long enough payload");
-        return;
-    };
-    let mut again = record::image_prefix(id).to_vec();
+    let Ok((id, body)) = record::parse_image(data) else { return };
+    // Varints: re-encoded canonically, the prefix is at most as long and reads back the same.
+    let mut again = record::image_prefix(id).as_bytes().to_vec();
+    assert!(again.len() + body.len() <= data.len(), "image prefix re-encodes longer");
     again.extend_from_slice(body);
-    assert_eq!(again, data, "image prefix does not round-trip");
+    assert_eq!(record::parse_image(&again), Ok((id, body)), "image prefix does not round-trip");
     let _ = Node::decode(body);
 });

@@ -116,7 +116,7 @@ pub const CKPT_HEADER: usize = 24;
 pub fn wrap_checkpoint(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(CKPT_HEADER + payload.len());
     out.extend_from_slice(CKPT_MAGIC);
-    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&sop::log::CHECKPOINT_FORMAT.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -226,7 +226,7 @@ pub fn split_in_doubt(payload: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
     for _ in 0..n {
         get_meta(&mut r).ok()?;
     }
-    let n = r.count(sop::log::record::ENTRY_BYTES, "").ok()?;
+    let n = r.count(sop::log::record::ENTRY_MIN_BYTES, "").ok()?;
     for _ in 0..n {
         get_entry(&mut r).ok()?;
     }

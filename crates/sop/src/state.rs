@@ -72,8 +72,11 @@ pub struct CommitRecord {
     /// from corruption at recovery: a record claiming commit `s` durable proves that every byte
     /// written before commit `s`'s record was durable).
     pub durable: u64,
-    /// Random transaction id (for logs and in-doubt lists).
+    /// The id of the prepared transaction this commit decides (two-phase commit); 0 for
+    /// any other commit (a transaction's random id is never 0).
     pub txn_id: u128,
+    /// The engine's own commit that moves records to compact a segment (no data changes).
+    pub housekeeping: bool,
     /// High-water mark of logical ids allocated so far.
     pub next_logical: u64,
     /// High-water mark of item id counters allocated so far.

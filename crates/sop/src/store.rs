@@ -297,7 +297,7 @@ impl Ctx<'_> {
                 });
                 let loc = {
                     let mut ctx = shared.commit_lock()?;
-                    let loc = ctx.writer.append(Kind::Blob, &[&prefix, value])?;
+                    let loc = ctx.writer.append(Kind::Blob, &[prefix.as_bytes(), value])?;
                     // Not referenced until commit: keep its segment from being reclaimed.
                     ctx.space.hold(loc.seg);
                     loc

@@ -313,9 +313,9 @@ struct Rec {
     off: u64,
     payload: u64,
     kind: u8,
-    /// For a commit record: its transaction id (0 for the engine's own housekeeping commits,
-    /// which move records to compact a segment).
-    txn: Option<u128>,
+    /// For a commit record: whether it is the engine's own housekeeping commit, which moves
+    /// records to compact a segment.
+    housekeeping: Option<bool>,
 }
 
 /// Where the engine's housekeeping after the last commit begins in a segment: records from
@@ -324,9 +324,9 @@ struct Rec {
 fn housekeeping_from(recs: &[Rec]) -> u64 {
     let mut from = u64::MAX;
     for r in recs.iter().rev() {
-        match r.txn {
-            Some(0) => from = r.off,
-            Some(_) => break,
+        match r.housekeeping {
+            Some(true) => from = r.off,
+            Some(false) => break,
             None => {}
         }
     }
@@ -334,7 +334,7 @@ fn housekeeping_from(recs: &[Rec]) -> u64 {
     recs.iter()
         .rev()
         .skip_while(|r| r.off >= from)
-        .take_while(|r| r.txn.is_none())
+        .take_while(|r| r.housekeeping.is_none())
         .last()
         .map_or(from, |r| if from == u64::MAX { from } else { r.off })
 }
@@ -351,9 +351,17 @@ fn records(seg: &Path) -> Vec<Rec> {
             off: pos as u64,
             payload: len,
             kind,
-            // Commit payload: seq u64 | durable u64 | txn id u128 | ...
-            txn: (kind == KIND_COMMIT)
-                .then(|| u128::from_le_bytes(b[p + 16..p + 32].try_into().unwrap())),
+            // Commit payload: seq varint | durable varint | flags u8 (2 = housekeeping) | ...
+            housekeeping: (kind == KIND_COMMIT).then(|| {
+                let mut at = p;
+                for _ in 0..2 {
+                    while b[at] & 0x80 != 0 {
+                        at += 1;
+                    }
+                    at += 1;
+                }
+                b[at] & 2 != 0
+            }),
         });
         pos += ((REC_HEADER + len + 7) & !7) as usize;
     }

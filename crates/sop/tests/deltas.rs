@@ -46,11 +46,9 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const SEG_HEADER: u64 = 32;
 const REC_HEADER: u64 = 12;
-/// store u32 | logical id u64 | version u64
-const IMAGE_PREFIX: u64 = 20;
-/// A delta's image prefix, then the location of the version it applies to (segment u32 |
-/// offset u64 | length u32).
-const DELTA_PREFIX: u64 = IMAGE_PREFIX + 16;
+/// The most bytes of a delta's prefix: its image prefix (store, logical id, version), then
+/// the location of the version it applies to (segment, offset, length), all varints.
+const DELTA_PREFIX_MAX: u64 = 5 + 10 + 10 + 5 + 10 + 5;
 const KIND_NODE: u8 = 1;
 const KIND_BLOB: u8 = 2;
 const KIND_COMMIT: u8 = 3;
@@ -87,10 +85,6 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 fn varint(b: &[u8], pos: &mut usize) -> u64 {
     let mut v = 0u64;
     let mut shift = 0;
@@ -103,6 +97,14 @@ fn varint(b: &[u8], pos: &mut usize) -> u64 {
         }
         shift += 7;
     }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 fn seg_name(seg: u32) -> String {
@@ -159,7 +161,7 @@ impl Segment {
             "{}: not a segment",
             seg_name(seg)
         );
-        assert_eq!(le_u32(&bytes, 8), 3, "segment format version");
+        assert_eq!(le_u32(&bytes, 8), 4, "segment format version");
         let mut recs = Vec::new();
         let mut pos = SEG_HEADER as usize;
         while pos + REC_HEADER as usize <= bytes.len() {
@@ -212,8 +214,6 @@ struct Loc {
     len: u32,
 }
 
-/// Bytes of one registry update of a commit record or checkpoint.
-const UPDATE_BYTES: usize = 57;
 /// The most deltas in a leaf's chain (`registry::Chain::MAX_DEPTH`).
 const MAX_CHAIN: u8 = 16;
 
@@ -231,60 +231,117 @@ struct Update {
     chain_bytes: u32,
 }
 
-fn get_loc(b: &[u8], at: usize) -> Loc {
+/// A location: segment, offset, length (varints).
+fn get_loc(b: &[u8], pos: &mut usize) -> Loc {
     Loc {
-        seg: le_u32(b, at),
-        off: le_u64(b, at + 4),
-        len: le_u32(b, at + 12),
+        seg: u32::try_from(varint(b, pos)).unwrap(),
+        off: varint(b, pos),
+        len: u32::try_from(varint(b, pos)).unwrap(),
     }
 }
 
-fn get_update(b: &[u8], at: usize) -> Update {
+/// A registry update: logical id, store, version, location, base location (varints), chain
+/// depth u8, chain bytes (varint).
+fn get_update(b: &[u8], pos: &mut usize) -> Update {
+    let logical = varint(b, pos);
+    let store = u32::try_from(varint(b, pos)).unwrap();
+    let version = varint(b, pos);
+    let loc = get_loc(b, pos);
+    let base = get_loc(b, pos);
+    let depth = b[*pos];
+    *pos += 1;
     Update {
-        logical: le_u64(b, at),
-        store: le_u32(b, at + 8),
-        version: le_u64(b, at + 12),
-        loc: get_loc(b, at + 20),
-        base: get_loc(b, at + 36),
-        depth: b[at + 52],
-        chain_bytes: le_u32(b, at + 53),
+        logical,
+        store,
+        version,
+        loc,
+        base,
+        depth,
+        chain_bytes: u32::try_from(varint(b, pos)).unwrap(),
     }
 }
 
-/// Skips a store's meta (`put_meta`): id u32 | name | options | root u64 | count u64.
+/// Skips a store's meta (`put_meta`): id | name | options | root | count.
 fn skip_meta(p: &[u8], pos: &mut usize) {
-    *pos += 4;
+    varint(p, pos);
     for _ in 0..2 {
         let n = varint(p, pos) as usize;
         *pos += n;
     }
-    *pos += 16;
+    varint(p, pos);
+    varint(p, pos);
 }
 
 /// Decodes a commit payload: (seq, updates).
 fn parse_commit(p: &[u8]) -> (u64, Vec<Update>) {
-    let seq = le_u64(p, 0);
-    let mut pos = 8 + 8 + 16 + 8 + 8 + 4;
+    let mut pos = 0;
+    let seq = varint(p, &mut pos);
+    varint(p, &mut pos); // durable
+    let flag = p[pos];
+    pos += 1 + if flag == 1 { 16 } else { 0 }; // the txn id of a decision
+    for _ in 0..3 {
+        varint(p, &mut pos); // next logical, next item, next store
+    }
     for _ in 0..varint(p, &mut pos) {
         let op = p[pos];
         pos += 1;
         match op {
             1 => skip_meta(p, &mut pos),
-            2 => pos += 4,
-            3 => pos += 4 + 8 + 8,
+            2 => {
+                varint(p, &mut pos);
+            }
+            3 => {
+                for _ in 0..3 {
+                    varint(p, &mut pos);
+                }
+            }
             _ => panic!("unknown store op {op}"),
         }
     }
     let n = varint(p, &mut pos) as usize;
-    let updates = (0..n)
-        .map(|i| get_update(p, pos + i * UPDATE_BYTES))
-        .collect();
+    let updates = (0..n).map(|_| get_update(p, &mut pos)).collect();
     (seq, updates)
+}
+
+/// The byte ranges in an image payload of its store, logical id and version (varints); the
+/// last one ends where its body (or a delta's location) starts.
+fn image_fields(p: &[u8]) -> [std::ops::Range<usize>; 3] {
+    let mut pos = 0;
+    std::array::from_fn(|_| {
+        let at = pos;
+        varint(p, &mut pos);
+        at..pos
+    })
 }
 
 /// (store, logical id, version) of an image payload.
 fn image_id(p: &[u8]) -> (u32, u64, u64) {
-    (le_u32(p, 0), le_u64(p, 4), le_u64(p, 12))
+    let mut pos = 0;
+    let store = u32::try_from(varint(p, &mut pos)).unwrap();
+    (store, varint(p, &mut pos), varint(p, &mut pos))
+}
+
+/// The body of an image payload (after its prefix).
+fn image_body(p: &[u8]) -> &[u8] {
+    &p[image_fields(p)[2].end..]
+}
+
+/// The byte range in a delta payload of the location of the version it applies to.
+fn delta_prev_range(p: &[u8]) -> std::ops::Range<usize> {
+    let at = image_fields(p)[2].end;
+    let mut pos = at;
+    get_loc(p, &mut pos);
+    at..pos
+}
+
+/// The location of the version a delta payload applies to.
+fn delta_prev(p: &[u8]) -> Loc {
+    get_loc(p, &mut delta_prev_range(p).start.clone())
+}
+
+/// The body of a delta payload (after its prefix).
+fn delta_body(p: &[u8]) -> &[u8] {
+    &p[delta_prev_range(p).end..]
 }
 
 /// The keys of a leaf node body (`kind 1 | count | items`).
@@ -406,7 +463,7 @@ impl LogView {
                 (u.store, u.logical, want),
                 "{at:?} in the chain of {u:?}"
             );
-            let prev = get_loc(p, IMAGE_PREFIX as usize);
+            let prev = delta_prev(p);
             if prev == u.base {
                 break;
             }
@@ -467,7 +524,7 @@ impl LogView {
                     bversion < u.version + 1 - chain.len() as u64,
                     "base v{bversion} of {u:?}"
                 );
-                let body = &bp[IMAGE_PREFIX as usize..];
+                let body = image_body(bp);
                 assert_eq!(body[0], 1, "the base of {u:?} is not a leaf");
                 let mut pos = 1;
                 let mut count = varint(body, &mut pos);
@@ -868,8 +925,8 @@ fn small_commits_into_a_large_leaf_write_deltas_that_read_back_everywhere() {
 /// (item count of the version it applies to, item count) stated by a delta record's body.
 fn delta_counts(log: &LogView, loc: Loc) -> (u64, u64) {
     let (s, r) = log.at(loc);
-    let p = s.payload(&r);
-    let mut pos = DELTA_PREFIX as usize;
+    let p = delta_body(s.payload(&r));
+    let mut pos = 0;
     let base = varint(p, &mut pos);
     (base, varint(p, &mut pos))
 }
@@ -920,7 +977,7 @@ fn a_leaf_that_shrinks_is_written_whole_again() {
         );
         // A removal is a drop run: a few bytes.
         assert!(
-            u64::from(u.loc.len) <= REC_HEADER + DELTA_PREFIX + 16,
+            u64::from(u.loc.len) <= REC_HEADER + DELTA_PREFIX_MAX + 16,
             "commit {seq}: {} bytes for removals",
             u.loc.len
         );
@@ -1267,7 +1324,7 @@ fn checkpoint_entries(db: &Path) -> BTreeMap<u64, Update> {
     }
     let n = varint(p, &mut pos) as usize;
     (0..n)
-        .map(|i| get_update(p, pos + i * UPDATE_BYTES))
+        .map(|_| get_update(p, &mut pos))
         .map(|u| (u.logical, u))
         .collect()
 }
@@ -2060,9 +2117,8 @@ fn delta_golden() -> DeltaGolden {
         .find(|u| u.base.len != 0)
         .expect("the last small commit wrote a delta");
     let (bs, br) = log.at(entry.base);
-    let mut leaf_keys: BTreeSet<Vec<u8>> = leaf_keys(&bs.payload(&br)[IMAGE_PREFIX as usize..])
-        .into_iter()
-        .collect();
+    let mut leaf_keys: BTreeSet<Vec<u8>> =
+        leaf_keys(image_body(bs.payload(&br))).into_iter().collect();
     leaf_keys.insert(inserted_key());
     for k in [key(3), key(7)] {
         assert!(
@@ -2187,21 +2243,27 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
     let d = g.entry.loc;
     let b = g.entry.base;
     let (d0, b0) = (d.off as usize, b.off as usize);
-    let dlen = le_u32(&std::fs::read(seg_path(&g.path(), d.seg)).unwrap(), d0 + 4) as usize;
-    let blen = le_u32(&std::fs::read(seg_path(&g.path(), b.seg)).unwrap(), b0 + 4) as usize;
-    let dbody = d0 + 12 + DELTA_PREFIX as usize;
-    let bbody = b0 + 12 + IMAGE_PREFIX as usize;
+    let dseg = std::fs::read(seg_path(&g.path(), d.seg)).unwrap();
+    let bseg = std::fs::read(seg_path(&g.path(), b.seg)).unwrap();
+    let dlen = le_u32(&dseg, d0 + 4) as usize;
+    let blen = le_u32(&bseg, b0 + 4) as usize;
+    // Field positions in the segment files (payloads start 12 bytes into their records).
+    let dpay = &dseg[d0 + 12..d0 + 12 + dlen];
+    let [_, dlogical, dversion] = image_fields(dpay).map(|r| d0 + 12 + r.start);
+    let dprev = delta_prev_range(dpay);
+    let dprev = d0 + 12 + dprev.start..d0 + 12 + dprev.end;
+    let dbody = dprev.end;
+    let bpay = &bseg[b0 + 12..b0 + 12 + blen];
+    let [_, blogical, bversion] = image_fields(bpay).map(|r| b0 + 12 + r.start..b0 + 12 + r.end);
+    let bbody = bversion.end;
 
     // Checksum failures.
     for (what, at) in [
         ("first byte", dbody),
-        ("middle", dbody + (dlen - DELTA_PREFIX as usize) / 2),
-        (
-            "previous version's location",
-            d0 + 12 + IMAGE_PREFIX as usize + 4,
-        ),
+        ("middle", dbody + (d0 + 12 + dlen - dbody) / 2),
+        ("previous version's location", dprev.start + 1),
         ("last byte", d0 + 12 + dlen - 1),
-        ("version", d0 + 12 + 12),
+        ("version", dversion),
     ] {
         damaged_case(&g, &format!("delta {what} flipped"), d, &[d], |bytes| {
             bytes[at] ^= 0x01;
@@ -2209,7 +2271,7 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
     }
     for (what, at) in [
         ("first byte", bbody),
-        ("middle", bbody + (blen - IMAGE_PREFIX as usize) / 2),
+        ("middle", bbody + (b0 + 12 + blen - bbody) / 2),
         ("last byte", b0 + 12 + blen - 1),
         ("kind", b0 + 8),
     ] {
@@ -2229,8 +2291,9 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
             fix_crc(bytes, d0);
         },
     );
+    // Bit 0 of a varint's first byte: the same length, another value.
     damaged_case(&g, "delta: another version (CRC fixed)", d, &[d], |bytes| {
-        bytes[d0 + 12 + 12] ^= 0x01;
+        bytes[dversion] ^= 0x01;
         fix_crc(bytes, d0);
     });
     damaged_case(
@@ -2239,7 +2302,7 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         d,
         &[d],
         |bytes| {
-            bytes[d0 + 12 + 4] ^= 0x01;
+            bytes[dlogical] ^= 0x01;
             fix_crc(bytes, d0);
         },
     );
@@ -2268,7 +2331,9 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         b,
         &[b],
         |bytes| {
-            bytes[b0 + 12 + 12..b0 + 12 + 20].copy_from_slice(&g.entry.version.to_le_bytes());
+            // Both versions are one-byte varints here.
+            assert!(bversion.len() == 1 && g.entry.version < 0x80);
+            bytes[bversion.start] = g.entry.version as u8;
             fix_crc(bytes, b0);
         },
     );
@@ -2278,7 +2343,7 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         b,
         &[b],
         |bytes| {
-            bytes[b0 + 12 + 4] ^= 0x01;
+            bytes[blogical.start] ^= 0x01;
             fix_crc(bytes, b0);
         },
     );
@@ -2289,9 +2354,14 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
     // The chain: the delta before the newest, and where the newest says it is.
     let m = g.chain[1];
     let m0 = m.off as usize;
-    let mlen = le_u32(&std::fs::read(seg_path(&g.path(), m.seg)).unwrap(), m0 + 4) as usize;
+    let mseg = std::fs::read(seg_path(&g.path(), m.seg)).unwrap();
+    let mlen = le_u32(&mseg, m0 + 4) as usize;
+    let mpay = &mseg[m0 + 12..m0 + 12 + mlen];
+    let mversion = m0 + 12 + image_fields(mpay)[2].start;
+    let mprev = delta_prev_range(mpay);
+    let mprev = m0 + 12 + mprev.start..m0 + 12 + mprev.end;
     damaged_case(&g, "earlier delta: middle flipped", m, &[m], |bytes| {
-        bytes[m0 + 12 + DELTA_PREFIX as usize + (mlen - DELTA_PREFIX as usize) / 2] ^= 0x01;
+        bytes[mprev.end + (m0 + 12 + mlen - mprev.end) / 2] ^= 0x01;
     });
     damaged_case(
         &g,
@@ -2299,7 +2369,7 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         m,
         &[m],
         |bytes| {
-            bytes[m0 + 12 + 12] ^= 0x01;
+            bytes[mversion] ^= 0x01;
             fix_crc(bytes, m0);
         },
     );
@@ -2309,11 +2379,11 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         d,
         &[d, g.chain[2]],
         |bytes| {
-            // The version it applies to replaced by the one the version before it applies to.
-            let at = d0 + 12 + IMAGE_PREFIX as usize;
-            let from = m0 + 12 + IMAGE_PREFIX as usize;
-            let skip: Vec<u8> = bytes[from..from + 16].to_vec();
-            bytes[at..at + 16].copy_from_slice(&skip);
+            // The version it applies to replaced by the one the version before it applies to
+            // (locations in one segment, of encodings as long).
+            assert_eq!(dprev.len(), mprev.len());
+            let skip: Vec<u8> = bytes[mprev.clone()].to_vec();
+            bytes[dprev.clone()].copy_from_slice(&skip);
             fix_crc(bytes, d0);
         },
     );
@@ -2323,10 +2393,18 @@ fn damaged_delta_or_base_is_corruption_not_wrong_data() {
         d,
         &[d],
         |bytes| {
-            let at = d0 + 12 + IMAGE_PREFIX as usize;
-            bytes[at..at + 4].copy_from_slice(&b.seg.to_le_bytes());
-            bytes[at + 4..at + 12].copy_from_slice(&b.off.to_le_bytes());
-            bytes[at + 12..at + 16].copy_from_slice(&b.len.to_le_bytes());
+            let mut base = Vec::new();
+            for v in [u64::from(b.seg), b.off, u64::from(b.len)] {
+                put_varint(&mut base, v);
+            }
+            // As long as the encoding it replaces (the record keeps its length): the length's
+            // varint padded with continuation bytes, which read as the same number.
+            assert!(base.len() <= dprev.len());
+            while base.len() < dprev.len() {
+                *base.last_mut().unwrap() |= 0x80;
+                base.push(0);
+            }
+            bytes[dprev.clone()].copy_from_slice(&base);
             fix_crc(bytes, d0);
         },
     );

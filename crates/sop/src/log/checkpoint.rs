@@ -18,14 +18,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::record::{self, ENTRY_BYTES, get_entry, get_meta, put_entry, put_meta};
+use super::record::{self, ENTRY_MIN_BYTES, get_entry, get_meta, put_entry, put_meta};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::state::DbState;
 use crate::storage::{OpenMode, Storage, replace_file};
 
 const MAGIC: &[u8; 8] = b"SOPCKPT1";
-const FORMAT: u32 = 3;
+/// The checkpoint file's format version.
+pub const FORMAT: u32 = 4;
 const HEADER: usize = 24;
 /// File name of the checkpoint.
 pub const FILE: &str = "checkpoint.sop";
@@ -190,7 +191,7 @@ fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
         let m = get_meta(&mut r)?;
         state.stores.insert(m.name.clone(), Arc::new(m));
     }
-    let n = r.count(ENTRY_BYTES, "entry count")?;
+    let n = r.count(ENTRY_MIN_BYTES, "entry count")?;
     for _ in 0..n {
         let (id, e) = get_entry(&mut r)?;
         state.registry.set(id, e);

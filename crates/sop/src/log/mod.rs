@@ -19,7 +19,8 @@ mod recovery;
 mod writer;
 
 pub use checkpoint::{
-    Checkpoint, peek_seq, read_checkpoint, write_checkpoint, write_checkpoint_via,
+    Checkpoint, FORMAT as CHECKPOINT_FORMAT, peek_seq, read_checkpoint, write_checkpoint,
+    write_checkpoint_via,
 };
 pub use files::{LogFiles, RecordBuf, SEGMENT_HEADER};
 pub use recovery::{Recovered, recover};

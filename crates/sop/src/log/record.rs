@@ -6,7 +6,7 @@
 //! | crc u32| len u32| kind | 3 bytes | payload (len)   | pad to 8|
 //! +--------+--------+------+---------+-----------------+---------+
 //!   crc = CRC-32C of bytes 4..12 and the payload
-//! image payload (kind 1 node, 2 blob, 6 leaf delta): store u32 | logical u64 | version u64 | body
+//! image payload (kind 1 node, 2 blob, 6 leaf delta): store | logical id | version (varints) | body
 //! commit payload (kind 3): see `encode_commit`
 //! prepare payload (kind 4): see `txn::prepared`; abort payload (kind 5): txn id u128
 //! ```
@@ -145,82 +145,129 @@ pub struct ImageId {
     pub version: u64,
 }
 
-/// Bytes of the image prefix.
-pub const IMAGE_PREFIX: usize = 20;
+/// The most bytes an image prefix takes: store, logical id and version as varints.
+pub const IMAGE_PREFIX_MAX: usize = 5 + 10 + 10;
+/// The most bytes a location takes: segment, offset and length as varints.
+const LOCATION_MAX: usize = 5 + 10 + 5;
+/// The most bytes a leaf delta's prefix takes: the image prefix and the location of the
+/// version it applies to.
+pub const DELTA_PREFIX_MAX: usize = IMAGE_PREFIX_MAX + LOCATION_MAX;
+
+/// A record's prefix (an image's, or a leaf delta's), encoded on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix {
+    buf: [u8; DELTA_PREFIX_MAX],
+    len: usize,
+}
+
+impl Prefix {
+    fn new() -> Prefix {
+        Prefix {
+            buf: [0; DELTA_PREFIX_MAX],
+            len: 0,
+        }
+    }
+
+    /// LEB128, as [`Writer::varint`]; the callers stay within `DELTA_PREFIX_MAX`.
+    fn varint(&mut self, mut v: u64) {
+        loop {
+            let b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.buf[self.len] = b;
+                self.len += 1;
+                return;
+            }
+            self.buf[self.len] = b | 0x80;
+            self.len += 1;
+        }
+    }
+
+    fn location(&mut self, l: &Location) {
+        self.varint(u64::from(l.seg));
+        self.varint(l.off);
+        self.varint(u64::from(l.len));
+    }
+
+    /// The encoded bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
 
 /// Encodes the image prefix.
 #[must_use]
-pub fn image_prefix(id: ImageId) -> [u8; IMAGE_PREFIX] {
-    let mut b = [0u8; IMAGE_PREFIX];
-    b[0..4].copy_from_slice(&id.store.to_le_bytes());
-    b[4..12].copy_from_slice(&id.logical.to_le_bytes());
-    b[12..20].copy_from_slice(&id.version.to_le_bytes());
-    b
+pub fn image_prefix(id: ImageId) -> Prefix {
+    let mut p = Prefix::new();
+    p.varint(u64::from(id.store));
+    p.varint(id.logical);
+    p.varint(id.version);
+    p
+}
+
+fn get_u32(r: &mut Reader<'_>, what: &'static str) -> Result<u32, DecodeError> {
+    let at = r.pos();
+    u32::try_from(r.varint(what)?).map_err(|_| DecodeError { at, what })
+}
+
+/// Reads what [`image_prefix`] wrote.
+fn get_image_id(r: &mut Reader<'_>) -> Result<ImageId, DecodeError> {
+    Ok(ImageId {
+        store: get_u32(r, "image store")?,
+        logical: r.varint("image logical id")?,
+        version: r.varint("image version")?,
+    })
 }
 
 /// Splits an image payload into its id and body.
 pub fn parse_image(payload: &[u8]) -> Result<(ImageId, &[u8]), DecodeError> {
     let mut r = Reader::new(payload);
-    let store = r.u32("image store")?;
-    let logical = r.u64("image logical id")?;
-    let version = r.u64("image version")?;
-    Ok((
-        ImageId {
-            store,
-            logical,
-            version,
-        },
-        &payload[IMAGE_PREFIX..],
-    ))
-}
-
-/// A location's byte form: segment u32 | offset u64 | length u32.
-fn location_bytes(l: &Location) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..4].copy_from_slice(&l.seg.to_le_bytes());
-    b[4..12].copy_from_slice(&l.off.to_le_bytes());
-    b[12..].copy_from_slice(&l.len.to_le_bytes());
-    b
+    let id = get_image_id(&mut r)?;
+    Ok((id, &payload[r.pos()..]))
 }
 
 fn put_location(w: &mut Writer, l: &Location) {
-    w.raw(&location_bytes(l));
+    w.varint(u64::from(l.seg));
+    w.varint(l.off);
+    w.varint(u64::from(l.len));
 }
 
 fn get_location(r: &mut Reader<'_>) -> Result<Location, DecodeError> {
     Ok(Location {
-        seg: r.u32("segment")?,
-        off: r.u64("offset")?,
-        len: r.u32("length")?,
+        seg: get_u32(r, "segment")?,
+        off: r.varint("offset")?,
+        len: get_u32(r, "length")?,
     })
 }
 
-/// Encodes a registry entry (id included).
+/// Encodes a registry entry (id included): logical id | store | version | location | base
+/// location (varints) | chain depth u8 | chain bytes varint.
 pub fn put_entry(w: &mut Writer, id: LogicalId, e: &Entry) {
-    w.u64(id);
-    w.u32(e.store);
-    w.u64(e.version);
+    w.varint(id);
+    w.varint(u64::from(e.store));
+    w.varint(e.version);
     put_location(w, &e.loc);
     put_location(w, &e.base);
     w.u8(e.chain.depth());
-    w.u32(e.chain.bytes());
+    w.varint(u64::from(e.chain.bytes()));
 }
 
 /// Decodes what [`put_entry`] wrote.
 pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> {
-    let id = r.u64("logical id")?;
+    let id = r.varint("logical id")?;
     if id >= crate::registry::MAX_LOGICAL {
         return Err(DecodeError {
             at: r.pos(),
             what: "logical id out of range",
         });
     }
-    let store = r.u32("entry store")?;
-    let version = r.u64("entry version")?;
+    let store = get_u32(r, "entry store")?;
+    let version = r.varint("entry version")?;
     let loc = get_location(r)?;
     let base = get_location(r)?;
     let depth = r.u8("chain depth")?;
-    let bytes = r.u32("chain bytes")?;
+    let bytes = get_u32(r, "chain bytes")?;
     let chain = Chain::new(depth, bytes)
         .filter(|c| (c.depth() == 0) == (base.len == 0))
         .ok_or(DecodeError {
@@ -239,46 +286,43 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<(LogicalId, Entry), DecodeError> 
     ))
 }
 
-/// Bytes of one encoded entry.
-pub const ENTRY_BYTES: usize = 57;
-
-/// Bytes before the body of a leaf delta's payload: the image prefix and the location of the
-/// version it applies to.
-pub const DELTA_PREFIX: usize = IMAGE_PREFIX + 16;
+/// The fewest bytes an encoded entry takes (every varint one byte).
+pub const ENTRY_MIN_BYTES: usize = 11;
+/// The most bytes an encoded entry takes.
+pub const ENTRY_MAX_BYTES: usize = 10 + 5 + 10 + 2 * LOCATION_MAX + 1 + 5;
 
 /// The head of a leaf delta's payload: its image prefix and the location of the version it
 /// applies to (the base image, or the previous delta of its chain).
 #[must_use]
-pub fn delta_prefix(id: ImageId, prev: Location) -> [u8; DELTA_PREFIX] {
-    let mut b = [0u8; DELTA_PREFIX];
-    b[..IMAGE_PREFIX].copy_from_slice(&image_prefix(id));
-    b[IMAGE_PREFIX..].copy_from_slice(&location_bytes(&prev));
-    b
+pub fn delta_prefix(id: ImageId, prev: Location) -> Prefix {
+    let mut p = image_prefix(id);
+    p.location(&prev);
+    p
 }
 
 /// Splits a leaf delta's payload into its id, the location of the version it applies to, and
 /// its body.
 pub fn parse_delta(payload: &[u8]) -> Result<(ImageId, Location, &[u8]), DecodeError> {
-    let (id, rest) = parse_image(payload)?;
-    let mut r = Reader::new(rest);
+    let mut r = Reader::new(payload);
+    let id = get_image_id(&mut r)?;
     let prev = get_location(&mut r)?;
-    Ok((id, prev, &rest[16..]))
+    Ok((id, prev, &payload[r.pos()..]))
 }
 
 /// Encodes store metadata.
 pub fn put_meta(w: &mut Writer, m: &StoreMeta) {
-    w.u32(m.id);
+    w.varint(u64::from(m.id));
     w.bytes(m.name.as_bytes());
     // Options are small and evolve: JSON inside the checksummed record.
     let opts = serde_json::to_vec(&m.options).unwrap_or_default();
     w.bytes(&opts);
-    w.u64(m.root);
-    w.u64(m.count);
+    w.varint(m.root);
+    w.varint(m.count);
 }
 
 /// Decodes what [`put_meta`] wrote.
 pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
-    let id = r.u32("store id")?;
+    let id = get_u32(r, "store id")?;
     let name = std::str::from_utf8(r.bytes("store name")?)
         .map_err(|_| DecodeError {
             at: r.pos(),
@@ -294,8 +338,8 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
         id,
         name,
         options,
-        root: r.u64("store root")?,
-        count: r.u64("store count")?,
+        root: r.varint("store root")?,
+        count: r.varint("store count")?,
     })
 }
 
@@ -303,7 +347,7 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
 #[must_use]
 pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
     let mut w = Writer::with(Vec::with_capacity(
-        64 + c.store_ops.len() * 64 + c.updates.len() * ENTRY_BYTES,
+        64 + c.store_ops.len() * 64 + c.updates.len() * ENTRY_MAX_BYTES,
     ));
     put_commit(&mut w, c);
     w.buf
@@ -311,12 +355,17 @@ pub fn encode_commit(c: &CommitRecord) -> Vec<u8> {
 
 /// Appends a commit record payload (what [`encode_commit`] returns) to `w`.
 pub fn put_commit(w: &mut Writer, c: &CommitRecord) {
-    w.u64(c.seq);
-    w.u64(c.durable);
-    w.u128(c.txn_id);
-    w.u64(c.next_logical);
-    w.u64(c.next_item);
-    w.u32(c.next_store);
+    w.varint(c.seq);
+    w.varint(c.durable);
+    // Flags: 1 = the id of the prepared transaction it decides follows (a commit record
+    // carries a transaction id only as such a decision), 2 = housekeeping.
+    w.u8(u8::from(c.txn_id != 0) | (u8::from(c.housekeeping) << 1));
+    if c.txn_id != 0 {
+        w.u128(c.txn_id);
+    }
+    w.varint(c.next_logical);
+    w.varint(c.next_item);
+    w.varint(u64::from(c.next_store));
     w.varint(c.store_ops.len() as u64);
     for op in &c.store_ops {
         match op {
@@ -326,13 +375,13 @@ pub fn put_commit(w: &mut Writer, c: &CommitRecord) {
             }
             StoreOp::Drop { id } => {
                 w.u8(2);
-                w.u32(*id);
+                w.varint(u64::from(*id));
             }
             StoreOp::Meta { id, root, count } => {
                 w.u8(3);
-                w.u32(*id);
-                w.u64(*root);
-                w.u64(*count);
+                w.varint(u64::from(*id));
+                w.varint(*root);
+                w.varint(*count);
             }
         }
     }
@@ -345,7 +394,7 @@ pub fn put_commit(w: &mut Writer, c: &CommitRecord) {
         w.u8(1);
         w.varint(c.writes.len() as u64);
         for sw in &c.writes {
-            w.u32(sw.store);
+            w.varint(u64::from(sw.store));
             w.u8(u8::from(sw.count_changed));
             w.varint(sw.keys.len() as u64);
             for k in &sw.keys {
@@ -358,26 +407,49 @@ pub fn put_commit(w: &mut Writer, c: &CommitRecord) {
 /// Decodes a commit record payload.
 pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
     let mut r = Reader::new(payload);
+    let seq = r.varint("seq")?;
+    let durable = r.varint("durable seq")?;
+    let flags = r.u8("commit flags")?;
+    if flags > 3 {
+        return Err(DecodeError {
+            at: r.pos(),
+            what: "unknown commit flags",
+        });
+    }
+    let txn_id = if flags & 1 == 0 {
+        0
+    } else {
+        match r.u128("txn id")? {
+            0 => {
+                return Err(DecodeError {
+                    at: r.pos(),
+                    what: "txn id 0",
+                });
+            }
+            id => id,
+        }
+    };
     let mut c = CommitRecord {
-        seq: r.u64("seq")?,
-        durable: r.u64("durable seq")?,
-        txn_id: r.u128("txn id")?,
-        next_logical: r.u64("next logical")?,
-        next_item: r.u64("next item")?,
-        next_store: r.u32("next store")?,
+        seq,
+        durable,
+        txn_id,
+        housekeeping: flags & 2 != 0,
+        next_logical: r.varint("next logical")?,
+        next_item: r.varint("next item")?,
+        next_store: get_u32(&mut r, "next store")?,
         ..CommitRecord::default()
     };
-    let n = r.count(5, "store op count")?;
+    let n = r.count(2, "store op count")?;
     for _ in 0..n {
         let op = match r.u8("store op")? {
             1 => StoreOp::Create(get_meta(&mut r)?),
             2 => StoreOp::Drop {
-                id: r.u32("store id")?,
+                id: get_u32(&mut r, "store id")?,
             },
             3 => StoreOp::Meta {
-                id: r.u32("store id")?,
-                root: r.u64("root")?,
-                count: r.u64("count")?,
+                id: get_u32(&mut r, "store id")?,
+                root: r.varint("root")?,
+                count: r.varint("count")?,
             },
             _ => {
                 return Err(DecodeError {
@@ -388,7 +460,7 @@ pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
         };
         c.store_ops.push(op);
     }
-    let n = r.count(ENTRY_BYTES, "update count")?;
+    let n = r.count(ENTRY_MIN_BYTES, "update count")?;
     c.updates.reserve(n);
     for _ in 0..n {
         c.updates.push(get_entry(&mut r)?);
@@ -400,9 +472,9 @@ pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
                 what: "unknown commit section",
             });
         }
-        let n = r.count(6, "written store count")?;
+        let n = r.count(3, "written store count")?;
         for _ in 0..n {
-            let store = r.u32("written store")?;
+            let store = get_u32(&mut r, "written store")?;
             let count_changed = match r.u8("count changed")? {
                 0 => false,
                 1 => true,
@@ -460,6 +532,7 @@ mod tests {
             seq: 9,
             durable: 3,
             txn_id: 77,
+            housekeeping: true,
             next_logical: 100,
             next_item: 55,
             next_store: 4,
@@ -504,6 +577,25 @@ mod tests {
         };
         let bytes = encode_commit(&c);
         assert_eq!(decode_commit(&bytes), Ok(c.clone()));
+        // A commit that decides no prepared transaction carries no id.
+        let plain = CommitRecord {
+            txn_id: 0,
+            housekeeping: false,
+            ..c.clone()
+        };
+        let plain_bytes = encode_commit(&plain);
+        assert_eq!(plain_bytes.len() + 16, bytes.len());
+        assert_eq!(decode_commit(&plain_bytes), Ok(plain));
+        // Unknown flags and a stated id of 0 are refused.
+        let flags_at = 2;
+        for bad_flags in [4u8, 0x80] {
+            let mut bad = bytes.clone();
+            bad[flags_at] = bad_flags;
+            assert!(decode_commit(&bad).is_err(), "flags {bad_flags:#x}");
+        }
+        let mut zero_id = bytes.clone();
+        zero_id[flags_at + 1..flags_at + 17].fill(0);
+        assert!(decode_commit(&zero_id).is_err());
         // The written-keys section is optional: cut right before it, the record is the same
         // commit without it; every other cut is an error.
         let without = CommitRecord {
@@ -531,11 +623,12 @@ mod tests {
             off: 1 << 33,
             len: 4321,
         };
-        let mut payload = delta_prefix(id, prev).to_vec();
+        let prefix = delta_prefix(id, prev);
+        let mut payload = prefix.as_bytes().to_vec();
         payload.extend_from_slice(b"body");
         let (got, at, body) = parse_delta(&payload).expect("a whole prefix");
         assert_eq!((got, at, body), (id, prev, &b"body"[..]));
-        for cut in 0..DELTA_PREFIX {
+        for cut in 0..prefix.as_bytes().len() {
             assert!(parse_delta(&payload[..cut]).is_err(), "cut {cut}");
         }
     }
@@ -564,11 +657,13 @@ mod tests {
                     chain: Chain::default(),
                 },
             );
-            // The chain is the last five bytes: depth u8 | bytes u32.
+            // The chain is the last two bytes (an empty one): depth u8 | bytes varint.
             let n = w.buf.len();
-            w.buf[n - 5] = depth;
-            w.buf[n - 4..].copy_from_slice(&bytes.to_le_bytes());
-            assert_eq!(n, ENTRY_BYTES);
+            assert_eq!(&w.buf[n - 2..], &[0, 0]);
+            w.buf.truncate(n - 2);
+            w.u8(depth);
+            w.varint(u64::from(bytes));
+            assert!((ENTRY_MIN_BYTES..=ENTRY_MAX_BYTES).contains(&w.buf.len()));
             get_entry(&mut Reader::new(&w.buf)).map(|(_, e)| e.chain)
         };
         assert_eq!(

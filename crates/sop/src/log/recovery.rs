@@ -130,7 +130,9 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
                             ));
                         }
                         state.apply(&rec);
-                        in_doubt.remove(&rec.txn_id);
+                        if rec.txn_id != 0 {
+                            in_doubt.remove(&rec.txn_id);
+                        }
                         out.replayed += 1;
                     } else if kind == Kind::Prepare || kind == Kind::Abort {
                         let id = payload

@@ -265,7 +265,7 @@ impl Batch {
     fn add_node(&mut self, id: ImageId, node: &Arc<Node>, pack: bool) {
         let rel = self.bytes.len() as u64;
         record::frame_with(&mut self.bytes, Kind::Node, |out| {
-            out.extend_from_slice(&image_prefix(id));
+            out.extend_from_slice(image_prefix(id).as_bytes());
             let mut w = Writer::with(std::mem::take(out));
             node.encode(&mut w);
             *out = w.buf;
@@ -385,7 +385,10 @@ impl Batch {
         record::frame(
             &mut self.bytes,
             Kind::NodeDelta,
-            &[&record::delta_prefix(id, over.prev), &self.scratch.buf],
+            &[
+                record::delta_prefix(id, over.prev).as_bytes(),
+                &self.scratch.buf,
+            ],
         );
         let pack = self.pack_deltas;
         self.framed(rel, id, (over.base, over.chain), Some((node, pack)));
@@ -393,7 +396,7 @@ impl Batch {
 
     fn add_image(&mut self, kind: Kind, id: ImageId, body: &[u8], node: Option<Arc<Node>>) {
         let rel = self.bytes.len() as u64;
-        record::frame(&mut self.bytes, kind, &[&image_prefix(id), body]);
+        record::frame(&mut self.bytes, kind, &[image_prefix(id).as_bytes(), body]);
         self.framed(
             rel,
             id,
@@ -1043,7 +1046,8 @@ fn write_commit_with(
     decide: &mut Decide<'_>,
 ) -> Result<(Arc<DbState>, CacheFill)> {
     let n_updates = b.images.len() + b.placed.len() + b.removals.len();
-    let estimate = b.bytes.len() + 256 + n_updates * record::ENTRY_BYTES + b.store_ops.len() * 256;
+    let estimate =
+        b.bytes.len() + 256 + n_updates * record::ENTRY_MAX_BYTES + b.store_ops.len() * 256;
     // A batch extending delta chains goes to the segment their deltas lie in, even past its
     // size (by one batch: the next commit starts a new segment, see `chain_segment`).
     let (seg, start) = if b.chained {
@@ -1067,7 +1071,14 @@ fn write_commit_with(
     let mut rec = CommitRecord {
         seq: cur.seq + 1,
         durable: ctx.writer.durable_seq(),
-        txn_id,
+        // The id is written only as the decision of a prepared transaction.
+        txn_id: if ctx.prepared.contains_key(&txn_id) {
+            txn_id
+        } else {
+            0
+        },
+        // Compaction's relocations commit with id 0 (a transaction's is never 0).
+        housekeeping: txn_id == 0,
         next_logical,
         next_item: shared.next_item.load(Ordering::Relaxed),
         next_store,

@@ -369,7 +369,8 @@ impl Transaction {
     ) -> Result<Transaction> {
         shared.refresh()?;
         let snapshot = shared.take_snapshot()?;
-        let id = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(..));
+        // Never 0: a commit record's id 0 means it decides no prepared transaction.
+        let id = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(1..));
         let st = TxnState {
             shared,
             mode,

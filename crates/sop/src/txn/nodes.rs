@@ -345,10 +345,7 @@ fn leaf_of_chain(
     for (at, rec) in deltas.iter().rev() {
         let bad = |why: String| Error::corruption(shared.files.path(at.seg), at.off, why);
         // Parsed whole in the walk above.
-        let body = rec
-            .payload()
-            .get(record::DELTA_PREFIX..)
-            .unwrap_or_default();
+        let body = record::parse_delta(rec.payload()).map_or(&[][..], |(_, _, body)| body);
         let over = items.as_deref().unwrap_or(base_items);
         items = Some(btree::delta::apply(over, body).map_err(|e| bad(format!("leaf delta: {e}")))?);
     }
