@@ -280,7 +280,7 @@ pub fn has_huge_logical_id(payload: &[u8]) -> bool {
             return false;
         }
     }
-    let Ok(n) = r.count(sop::log::record::ENTRY_BYTES, "") else { return false };
+    let Ok(n) = r.count(sop::log::record::ENTRY_MIN_BYTES, "") else { return false };
     for _ in 0..n {
         match get_entry(&mut r) {
             Ok((id, _)) if id > HUGE_ID => return true,

@@ -21,7 +21,7 @@ pub struct StoreMeta {
     /// Store id.
     pub id: StoreId,
     /// Store name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Options fixed at creation.
     pub options: StoreOptions,
     /// Logical id of the root node, 0 while the store is empty.
@@ -97,7 +97,7 @@ pub struct DbState {
     /// Sequence number of the last commit applied.
     pub seq: u64,
     /// Stores by name.
-    pub stores: BTreeMap<String, Arc<StoreMeta>>,
+    pub stores: BTreeMap<Arc<str>, Arc<StoreMeta>>,
     /// Logical id -> location and version.
     pub registry: Registry,
     /// Allocation high-water marks.

@@ -685,7 +685,13 @@ impl Database {
     /// [`Error::Poisoned`] if a lock was poisoned.
     pub fn store_names(&self) -> Result<Vec<String>> {
         self.shared.refresh()?;
-        Ok(self.shared.state()?.stores.keys().cloned().collect())
+        Ok(self
+            .shared
+            .state()?
+            .stores
+            .keys()
+            .map(|k| k.to_string())
+            .collect())
     }
 
     /// Writes a checkpoint now (also done automatically as the log grows, and on recovery).

@@ -328,7 +328,7 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
             at: r.pos(),
             what: "store name is not UTF-8",
         })?
-        .to_owned();
+        .into();
     let opts = r.bytes("store options")?;
     let options: StoreOptions = serde_json::from_slice(opts).map_err(|_| DecodeError {
         at: r.pos(),

@@ -540,7 +540,7 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
         };
         stores.push(PreparedStore {
             id: ts.meta.id,
-            name: ts.meta.name.clone(),
+            name: ts.meta.name.to_string(),
             options: ts.meta.options.clone(),
             created: ts.base.is_none(),
             dropped: ts.dropped,
@@ -688,7 +688,7 @@ fn check_against_prepared(st: &TxnState, p: &Prepared) -> Result<()> {
     };
     for ps in &p.stores {
         for ts in st.stores.values() {
-            if ts.meta.name != ps.name {
+            if *ts.meta.name != *ps.name {
                 continue;
             }
             if !ts.is_changed() {

@@ -152,7 +152,7 @@ impl TxnState {
     /// than a map by name (whose key would be allocated for every transaction).
     fn loaded(&self, name: &str) -> Option<std::result::Result<StoreId, ()>> {
         let mut removed = false;
-        for ts in self.stores.values().filter(|ts| ts.meta.name == name) {
+        for ts in self.stores.values().filter(|ts| &*ts.meta.name == name) {
             if !ts.dropped {
                 return Some(Ok(ts.meta.id));
             }
@@ -224,7 +224,7 @@ impl TxnState {
                 let ts = TxnStore {
                     meta: StoreMeta {
                         id,
-                        name: name.to_owned(),
+                        name: name.into(),
                         options: options.clone(),
                         root: 0,
                         count: 0,
@@ -507,11 +507,11 @@ impl Transaction {
             .stores
             .keys()
             .filter(|n| st.loaded(n) != Some(Err(())))
-            .cloned()
+            .map(|n| n.to_string())
             .collect();
         for ts in st.stores.values() {
             if !ts.dropped && !st.snapshot.stores.contains_key(&ts.meta.name) {
-                names.push(ts.meta.name.clone());
+                names.push(ts.meta.name.to_string());
             }
         }
         names.sort();
@@ -816,7 +816,7 @@ pub(crate) fn info_of(st: &mut TxnState, id: StoreId, reads_count: bool) -> Resu
         .ok_or_else(|| Error::StoreNotFound(format!("#{id}")))?;
     ts.count_read |= reads_count;
     Ok(StoreInfo {
-        name: ts.meta.name.clone(),
+        name: ts.meta.name.to_string(),
         options: ts.meta.options.clone(),
         count: ts.meta.count,
     })
