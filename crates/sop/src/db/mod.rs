@@ -67,6 +67,8 @@ pub(crate) struct CommitCtx {
     pub prepared: FastMap<u128, Arc<Prepared>>,
     /// Their prepare record payloads (carried by checkpoints).
     pub in_doubt: BTreeMap<u128, Vec<u8>>,
+    /// The buffers of the last commit's batch, for the next one's.
+    pub spare: crate::txn::SpareBuffers,
 }
 
 /// Group commit: which commits are durable, and who is syncing.
@@ -536,6 +538,7 @@ impl Database {
                 history: History::new(),
                 prepared,
                 in_doubt: rec.in_doubt,
+                spare: Default::default(),
             }),
             state: RwLock::new(state),
             retired: Mutex::new(None),

@@ -423,7 +423,7 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
-        let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
+        let batch = prepare(st, &cur, ctx.writer.chain_segment(), &mut ctx.spare)?;
         let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
         (state.seq, fill)
     };
@@ -469,7 +469,7 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
         // Other processes append to segments of their own: no chains (see `chain_segment`).
-        let batch = prepare(st, &cur, None)?;
+        let batch = prepare(st, &cur, None, &mut ctx.spare)?;
         let (next, fill) =
             write_commit_with(shared, ctx, &cur, batch, st.id, &mut |ctx, seq, loc| {
                 crate::db::commit_point(shared, ctx, &lease, seq, loc)
@@ -583,7 +583,7 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
-        let batch = prepare(st, &cur, ctx.writer.chain_segment())?;
+        let batch = prepare(st, &cur, ctx.writer.chain_segment(), &mut ctx.spare)?;
         let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
         (state.seq, fill)
     };
@@ -734,10 +734,21 @@ fn unchanged_since(ts: &TxnStore, st: &FastMap<LogicalId, super::Seen>, cur: &Db
             .all(|id| st.get(id).is_some_and(|s| same(id, s.version)))
 }
 
-fn prepare(st: &mut TxnState, cur: &DbState, chain_seg: Option<u32>) -> Result<Batch> {
+fn prepare(
+    st: &mut TxnState,
+    cur: &DbState,
+    chain_seg: Option<u32>,
+    spare: &mut SpareBuffers,
+) -> Result<Batch> {
     let shared = Arc::clone(&st.shared);
     let snapshot = Arc::clone(&st.snapshot);
-    let mut b = Batch::default();
+    let mut b = Batch {
+        bytes: std::mem::take(&mut spare.bytes),
+        images: std::mem::take(&mut spare.images),
+        store_ops: std::mem::take(&mut spare.store_ops),
+        scratch: Writer::with(std::mem::take(&mut spare.scratch)),
+        ..Batch::default()
+    };
     for ts in st.stores.values_mut() {
         if !ts.is_changed() {
             continue;
@@ -1069,6 +1080,7 @@ fn write_commit_with(
         Vec::new()
     };
     let mut rec = CommitRecord {
+        updates: std::mem::take(&mut ctx.spare.updates),
         seq: cur.seq + 1,
         durable: ctx.writer.durable_seq(),
         // The id is written only as the decision of a prepared transaction.
@@ -1083,9 +1095,9 @@ fn write_commit_with(
         next_item: shared.next_item.load(Ordering::Relaxed),
         next_store,
         store_ops: std::mem::take(&mut b.store_ops),
-        updates: Vec::with_capacity(n_updates),
         writes,
     };
+    rec.updates.reserve(n_updates);
     for im in &b.images {
         rec.updates.push((
             im.logical,
@@ -1149,11 +1161,59 @@ fn write_commit_with(
     let mut fill = Vec::with_capacity(b.images.len());
     fill.extend(
         b.images
-            .into_iter()
+            .drain(..)
             .zip(&rec.updates)
             .filter_map(|(im, (_, e))| Some((e.loc, im.node?))),
     );
+    ctx.spare = SpareBuffers::keep(b, rec);
     Ok((next, CacheFill(fill)))
+}
+
+/// The buffers of a written commit's batch and record, emptied, for the next commit's (the
+/// commit lock's holder takes them): a small commit allocates none of them. Buffers grown
+/// past [`SpareBuffers::MAX_BYTES`] by a large commit are freed instead.
+#[derive(Default)]
+pub(crate) struct SpareBuffers {
+    bytes: Vec<u8>,
+    images: Vec<Image>,
+    store_ops: Vec<StoreOp>,
+    scratch: Vec<u8>,
+    updates: Vec<(LogicalId, Entry)>,
+}
+
+impl std::fmt::Debug for SpareBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpareBuffers")
+            .field("bytes", &self.bytes.capacity())
+            .field("images", &self.images.capacity())
+            .field("store_ops", &self.store_ops.capacity())
+            .field("scratch", &self.scratch.capacity())
+            .field("updates", &self.updates.capacity())
+            .finish()
+    }
+}
+
+impl SpareBuffers {
+    /// The most bytes a kept buffer may hold.
+    const MAX_BYTES: usize = 64 << 10;
+
+    fn keep(b: Batch, rec: CommitRecord) -> SpareBuffers {
+        fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+            v.clear();
+            if v.capacity() * std::mem::size_of::<T>() > SpareBuffers::MAX_BYTES {
+                Vec::new()
+            } else {
+                v
+            }
+        }
+        SpareBuffers {
+            bytes: emptied(b.bytes),
+            images: emptied(b.images),
+            store_ops: emptied(rec.store_ops),
+            scratch: emptied(b.scratch.buf),
+            updates: emptied(rec.updates),
+        }
+    }
 }
 
 /// The nodes a written commit puts in the cache, by location: built (and inserted) by

@@ -21,7 +21,7 @@ pub(crate) mod prepared;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub(crate) use commit::{HistEntry, History, StoreWrites, relocate, trim_history};
+pub(crate) use commit::{HistEntry, History, SpareBuffers, StoreWrites, relocate, trim_history};
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 pub(crate) use prepared::Prepared;
 
