@@ -130,6 +130,12 @@ impl DbState {
     /// registry entries the commit replaced or removed (their space becomes garbage).
     pub fn apply(&mut self, rec: &CommitRecord) -> Vec<Entry> {
         let mut replaced = Vec::new();
+        self.apply_into(rec, &mut replaced);
+        replaced
+    }
+
+    /// [`DbState::apply`], appending the replaced entries to `replaced`.
+    pub fn apply_into(&mut self, rec: &CommitRecord, replaced: &mut Vec<Entry>) {
         for op in &rec.store_ops {
             match op {
                 StoreOp::Create(meta) => {
@@ -162,6 +168,5 @@ impl DbState {
         self.next_logical = self.next_logical.max(rec.next_logical);
         self.next_item = self.next_item.max(rec.next_item);
         self.next_store = self.next_store.max(rec.next_store);
-        replaced
     }
 }

@@ -25,7 +25,7 @@ pub struct SearchIndex {
     common: Box<[u8]>,
     /// The first 16 bytes of `common`, as [`probe_prefix`] computes them.
     common16: u128,
-    words: Box<[u64]>,
+    words: Vec<u64>,
     /// A leaf's items' encoded length (0 for an internal node): what a commit bounds a
     /// delta of the leaf by, without walking it again.
     leaf_bytes: usize,
@@ -102,10 +102,27 @@ impl SearchIndex {
         Some(SearchIndex {
             common: self.common.clone(),
             common16: self.common16,
-            words: words.into_boxed_slice(),
+            words,
             leaf_bytes: self.leaf_bytes + item.encoded_len(),
             loose: self.loose + usize::from(item.is_loose()),
         })
+    }
+
+    /// [`SearchIndex::with_inserted`] in place: `false` (and unchanged) when the insert is at
+    /// either end.
+    pub fn insert(&mut self, pos: usize, item: &Item) -> bool {
+        if pos == 0 || pos >= self.words.len() {
+            return false;
+        }
+        self.words.insert(pos, item.key.word_at(self.common.len()));
+        self.leaf_bytes += item.encoded_len();
+        self.loose += usize::from(item.is_loose());
+        true
+    }
+
+    /// Marks the index as that of the leaf's packed copy ([`SearchIndex::packed`]).
+    pub fn set_packed(&mut self) {
+        self.loose = 0;
     }
 
     /// The leaf's loose values, as far as the index knows (see the field).

@@ -147,11 +147,15 @@ type Upper = [Option<Arc<Lower>>; FAN];
 
 /// The copy-on-write id map. See the module docs. Three levels of shared arrays (64-way,
 /// 64-way, 16 entries), allocated only where ids are in use: cloning copies the top level
-/// (one pointer per 2^16 ids); changing an entry copies one array per level (64 pointers,
-/// 64 pointers, 16 entries), so a commit's reference-count traffic stays small.
+/// (one pointer per 2^16 ids, the first held inline: a registry of fewer ids clones without
+/// allocating); changing an entry copies one array per level (64 pointers, 64 pointers, 16
+/// entries), so a commit's reference-count traffic stays small.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    top: Vec<Option<Arc<Upper>>>,
+    /// Ids below 2^16.
+    first: Option<Arc<Upper>>,
+    /// Ids from 2^16 on: top-level slot `t` is `rest[t - 1]`.
+    rest: Vec<Option<Arc<Upper>>>,
     len: usize,
 }
 
@@ -173,7 +177,10 @@ impl Registry {
     #[must_use]
     pub fn get(&self, id: LogicalId) -> Option<&Entry> {
         let (t, u, l, i) = split(id)?;
-        let upper = self.top.get(t)?.as_ref()?;
+        let upper = match t {
+            0 => self.first.as_ref()?,
+            _ => self.rest.get(t - 1)?.as_ref()?,
+        };
         let chunk = upper.get(u)?.as_ref()?.get(l)?.as_ref()?;
         let e = chunk.get(i)?;
         (!e.is_empty()).then_some(e)
@@ -185,11 +192,17 @@ impl Registry {
         let Some((t, u, l, i)) = split(id) else {
             return false;
         };
-        if self.top.len() <= t {
-            self.top.resize(t + 1, None);
-        }
-        let Some(top_slot) = self.top.get_mut(t) else {
-            return false;
+        let top_slot = match t {
+            0 => &mut self.first,
+            _ => {
+                if self.rest.len() < t {
+                    self.rest.resize(t, None);
+                }
+                let Some(slot) = self.rest.get_mut(t - 1) else {
+                    return false;
+                };
+                slot
+            }
         };
         let upper =
             Arc::make_mut(top_slot.get_or_insert_with(|| Arc::new(std::array::from_fn(|_| None))));
@@ -241,18 +254,21 @@ impl Registry {
                 .enumerate()
                 .filter_map(|(n, x)| Some((n, &**x.as_ref()?)))
         }
-        present(&self.top).flat_map(|(t, upper)| {
-            present(upper).flat_map(move |(u, lower)| {
-                present(lower).flat_map(move |(l, chunk)| {
-                    let base = ((((t << FAN_BITS) | u) << FAN_BITS) | l) << CHUNK_BITS;
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| !e.is_empty())
-                        .map(move |(i, e)| ((base | i) as LogicalId, e))
+        let top = std::iter::once(&self.first).chain(&self.rest);
+        top.enumerate()
+            .filter_map(|(t, x)| Some((t, &**x.as_ref()?)))
+            .flat_map(|(t, upper)| {
+                present(upper).flat_map(move |(u, lower)| {
+                    present(lower).flat_map(move |(l, chunk)| {
+                        let base = ((((t << FAN_BITS) | u) << FAN_BITS) | l) << CHUNK_BITS;
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| !e.is_empty())
+                            .map(move |(i, e)| ((base | i) as LogicalId, e))
+                    })
                 })
             })
-        })
     }
 }
 

@@ -129,12 +129,16 @@ enum NewNode {
 
 impl NewNode {
     /// The node, and its search index when it is cheaper to patch than to build.
-    fn into_node(self) -> (Arc<Node>, Option<SearchIndex>) {
-        let (mut leaf, index, pos, item) = match self {
+    fn into_node(self) -> (Arc<Node>, Option<Arc<SearchIndex>>) {
+        let (mut leaf, mut index, pos, item) = match self {
             NewNode::Ready(n) => return (n, None),
             NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
         };
-        let patched = index.with_inserted(pos, &item);
+        // The replaced version's index, patched in place when nothing else holds it.
+        let patched = match Arc::get_mut(&mut index) {
+            Some(own) => own.insert(pos, &item).then_some(index),
+            None => index.with_inserted(pos, &item).map(Arc::new),
+        };
         let node = match Arc::get_mut(&mut leaf) {
             // The transaction and the cache let go of the version it replaces: when no
             // reader holds it either, it becomes the new version in place (its items and
@@ -155,7 +159,7 @@ impl ForCache {
     /// Builds (a pending insert), packs (when asked), indexes and weighs `node`.
     fn build(node: NewNode, pack: bool) -> CacheEntry {
         let (node, index) = node.into_node();
-        let index = index.unwrap_or_else(|| SearchIndex::of(&node));
+        let mut index = index.unwrap_or_else(|| Arc::new(SearchIndex::of(&node)));
         // The index counts the loose values: no walk of the leaf to learn it need not be
         // packed (most single inserts).
         let packed = if pack && index.loose() >= PACK_LOOSE_MIN {
@@ -165,7 +169,13 @@ impl ForCache {
         };
         // Packing moves values, not keys: the index holds for the packed copy.
         match packed {
-            Some(p) => CacheEntry::with_index(Arc::new(p), index.packed()),
+            Some(p) => {
+                match Arc::get_mut(&mut index) {
+                    Some(own) => own.set_packed(),
+                    None => index = Arc::new((*index).clone().packed()),
+                }
+                CacheEntry::with_index(Arc::new(p), index)
+            }
             None => CacheEntry::with_index(node, index),
         }
     }
@@ -187,11 +197,11 @@ struct CacheEntry {
 }
 
 impl CacheEntry {
-    fn with_index(node: Arc<Node>, index: SearchIndex) -> CacheEntry {
+    fn with_index(node: Arc<Node>, index: Arc<SearchIndex>) -> CacheEntry {
         let weight = crate::cache::weight(&node, &index);
         CacheEntry {
             node,
-            index: Arc::new(index),
+            index,
             weight,
         }
     }
@@ -811,7 +821,19 @@ fn prepare(
                 }
             }
         }
-        let jobs: Vec<(LogicalId, &Dirty)> = ts.dirty.iter().map(|(id, d)| (*id, d)).collect();
+        // One changed node (most small commits) needs no vector.
+        let one: [(LogicalId, &Dirty); 1];
+        let many: Vec<(LogicalId, &Dirty)>;
+        let jobs: &[(LogicalId, &Dirty)] = match ts.dirty.iter().next() {
+            Some((id, d)) if ts.dirty.len() == 1 => {
+                one = [(*id, d)];
+                &one
+            }
+            _ => {
+                many = ts.dirty.iter().map(|(id, d)| (*id, d)).collect();
+                &many
+            }
+        };
         let to = Target {
             sid,
             order: &ts.shape.order,
@@ -819,7 +841,7 @@ fn prepare(
         };
         // One image per changed node (a `Vec`'s first growth makes room for four).
         b.images.reserve_exact(jobs.len());
-        encode_nodes(&mut b, &shared, cur, to, &jobs)?;
+        encode_nodes(&mut b, &shared, cur, to, jobs)?;
         b.placed
             .extend(ts.new_blobs.drain().map(|(id, nb)| (id, nb.entry)));
         b.removals.extend(ts.freed.iter().copied());
@@ -1137,7 +1159,8 @@ fn write_commit_with(
     };
     decide(ctx, rec.seq, rec_loc)?;
     let mut next = cur.clone();
-    let replaced = next.apply(&rec);
+    let mut replaced = std::mem::take(&mut ctx.spare.replaced);
+    next.apply_into(&rec, &mut replaced);
     for (_, e) in &b.placed {
         ctx.space.release(e.loc.seg);
     }
@@ -1165,7 +1188,7 @@ fn write_commit_with(
             .zip(&rec.updates)
             .filter_map(|(im, (_, e))| Some((e.loc, im.node?))),
     );
-    ctx.spare = SpareBuffers::keep(b, rec);
+    ctx.spare = SpareBuffers::keep(b, rec, replaced);
     Ok((next, CacheFill(fill)))
 }
 
@@ -1179,6 +1202,7 @@ pub(crate) struct SpareBuffers {
     store_ops: Vec<StoreOp>,
     scratch: Vec<u8>,
     updates: Vec<(LogicalId, Entry)>,
+    replaced: Vec<Entry>,
 }
 
 impl std::fmt::Debug for SpareBuffers {
@@ -1189,6 +1213,7 @@ impl std::fmt::Debug for SpareBuffers {
             .field("store_ops", &self.store_ops.capacity())
             .field("scratch", &self.scratch.capacity())
             .field("updates", &self.updates.capacity())
+            .field("replaced", &self.replaced.capacity())
             .finish()
     }
 }
@@ -1197,7 +1222,7 @@ impl SpareBuffers {
     /// The most bytes a kept buffer may hold.
     const MAX_BYTES: usize = 64 << 10;
 
-    fn keep(b: Batch, rec: CommitRecord) -> SpareBuffers {
+    fn keep(b: Batch, rec: CommitRecord, replaced: Vec<Entry>) -> SpareBuffers {
         fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
             v.clear();
             if v.capacity() * std::mem::size_of::<T>() > SpareBuffers::MAX_BYTES {
@@ -1212,6 +1237,7 @@ impl SpareBuffers {
             store_ops: emptied(rec.store_ops),
             scratch: emptied(b.scratch.buf),
             updates: emptied(rec.updates),
+            replaced: emptied(replaced),
         }
     }
 }
