@@ -290,7 +290,21 @@ mod tests {
                 prop_assert_eq!(patched.leaf_bytes, rebuilt.leaf_bytes);
                 prop_assert_eq!(patched.loose, rebuilt.loose);
                 prop_assert_eq!(rebuilt.loose, li.loose + usize::from(pos % 2 == 1));
+                // In place, the same.
+                let mut in_place = li.clone();
+                prop_assert!(in_place.insert(pos, &it));
+                prop_assert_eq!(&in_place.words, &rebuilt.words);
+                prop_assert_eq!(in_place.leaf_bytes, rebuilt.leaf_bytes);
+                prop_assert_eq!(in_place.loose, rebuilt.loose);
             }
+            // At either end the common prefix may shrink: neither patches.
+            let mut at_end = li.clone();
+            for pos in [0, keys.len()] {
+                let it = Item { key: KeyBuf::new(b""), id: 0, value: ValueRef::Inline(crate::btree::InlineValue::new(b"")) };
+                prop_assert!(li.with_inserted(pos, &it).is_none());
+                prop_assert!(!at_end.insert(pos, &it));
+            }
+            prop_assert_eq!(&at_end.words, &li.words);
             for p in &all {
                 prop_assert_eq!(li.lower_bound(&items, p), keys.partition_point(|k| k < p));
                 prop_assert_eq!(li.upper_bound_items(&items, p), keys.partition_point(|k| k <= p));
