@@ -278,7 +278,7 @@ fn parse_commit(p: &[u8]) -> (u64, Vec<Update>) {
     let seq = varint(p, &mut pos);
     varint(p, &mut pos); // durable
     let flag = p[pos];
-    pos += 1 + if flag == 1 { 16 } else { 0 }; // the txn id of a decision
+    pos += 1 + if flag & 1 != 0 { 16 } else { 0 }; // the txn id of a decision
     for _ in 0..3 {
         varint(p, &mut pos); // next logical, next item, next store
     }

@@ -359,6 +359,38 @@ fn rollback_after_phase1_discards_and_rolls_participants_back() {
 }
 
 #[test]
+fn a_prepared_transaction_decided_elsewhere_is_not_applied_by_its_phase2() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    commit_put(&db, "s", "k", "base");
+    // Aborted through the in-doubt list while its handle is live: phase 2 must not apply it.
+    let tx = db.begin(TransactionMode::ForWriting).unwrap();
+    put(&tx, "s", "k", "aborted");
+    tx.phase1_commit().unwrap();
+    db.resolve_in_doubt(tx.id(), false).unwrap();
+    assert!(matches!(tx.phase2_commit(), Err(Error::TransactionClosed)));
+    assert_eq!(get(&db, "s", "k").as_deref(), Some(&b"base"[..]));
+    drop(tx);
+    // Committed through the in-doubt list: its own phase 2 must not apply it a second time.
+    let tx = db.begin(TransactionMode::ForWriting).unwrap();
+    put(&tx, "s", "k2", "once");
+    tx.phase1_commit().unwrap();
+    db.resolve_in_doubt(tx.id(), true).unwrap();
+    let commits = db.commit_seq().unwrap();
+    assert!(matches!(tx.phase2_commit(), Err(Error::TransactionClosed)));
+    assert_eq!(db.commit_seq().unwrap(), commits, "applied twice");
+    assert_eq!(get(&db, "s", "k2").as_deref(), Some(&b"once"[..]));
+    assert!(db.in_doubt().unwrap().is_empty());
+    drop(tx);
+    drop(db);
+    // The decisions hold after a restart.
+    let db = open(dir.path());
+    assert!(db.in_doubt().unwrap().is_empty());
+    assert_eq!(get(&db, "s", "k").as_deref(), Some(&b"base"[..]));
+    assert_eq!(get(&db, "s", "k2").as_deref(), Some(&b"once"[..]));
+}
+
+#[test]
 fn rollback_before_phase1_rolls_participants_back() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

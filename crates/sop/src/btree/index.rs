@@ -81,10 +81,11 @@ impl SearchIndex {
         }
     }
 
-    /// Approximate bytes held (for the cache's weigher).
+    /// Approximate bytes held (for the cache's weigher): the words' capacity, which an
+    /// index patched in place ([`SearchIndex::insert`]) may hold beyond their number.
     #[must_use]
     pub fn weight(&self) -> u64 {
-        (self.common.len() + self.words.len() * 8 + 32) as u64
+        (self.common.len() + self.words.capacity() * 8 + 32) as u64
     }
 
     /// The index of this leaf with `item` inserted at `pos`, without walking the leaf; `None`

@@ -204,9 +204,10 @@ fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
             .get(..16)
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .map(u128::from_le_bytes)
+            .filter(|id| *id != 0)
             .ok_or(DecodeError {
                 at: r.pos(),
-                what: "prepare payload too short",
+                what: "prepare payload too short or of transaction id 0",
             })?;
         in_doubt.insert(id, p.to_vec());
     }

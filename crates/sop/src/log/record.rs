@@ -461,7 +461,8 @@ pub fn decode_commit(payload: &[u8]) -> Result<CommitRecord, DecodeError> {
         c.store_ops.push(op);
     }
     let n = r.count(ENTRY_MIN_BYTES, "update count")?;
-    c.updates.reserve(n);
+    // Bounded: a damaged count must not reserve several times the record's size.
+    c.updates.reserve(n.min(4096));
     for _ in 0..n {
         c.updates.push(get_entry(&mut r)?);
     }

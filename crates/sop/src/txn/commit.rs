@@ -592,6 +592,11 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
     let (seq, fill) = {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
+        // Decided meanwhile (a resolve from another thread): its decision record is written,
+        // and this one must not apply the transaction again (nor after an abort).
+        if !ctx.prepared.contains_key(&st.id) {
+            return Err(Error::TransactionClosed);
+        }
         let cur = Arc::clone(&ctx.latest);
         let batch = prepare(st, &cur, ctx.writer.chain_segment(), &mut ctx.spare)?;
         let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
@@ -1105,7 +1110,8 @@ fn write_commit_with(
         updates: std::mem::take(&mut ctx.spare.updates),
         seq: cur.seq + 1,
         durable: ctx.writer.durable_seq(),
-        // The id is written only as the decision of a prepared transaction.
+        // The id is written only as the decision of a prepared transaction (`phase2` checks
+        // under this lock that it still is one; other commits' ids never are).
         txn_id: if ctx.prepared.contains_key(&txn_id) {
             txn_id
         } else {

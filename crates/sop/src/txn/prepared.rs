@@ -325,6 +325,13 @@ impl Prepared {
     pub fn decode(b: &[u8]) -> Result<Prepared, DecodeError> {
         let mut r = Reader::new(b);
         let txn_id = r.u128("txn id")?;
+        if txn_id == 0 {
+            // A transaction's id is never 0 (a commit record's 0 decides nothing).
+            return Err(DecodeError {
+                at: 0,
+                what: "prepared transaction id 0",
+            });
+        }
         let n = r.count(1, "participant count")?;
         let mut participants = Vec::with_capacity(n);
         for _ in 0..n {
