@@ -96,17 +96,15 @@ impl SearchIndex {
         if pos == 0 || pos >= self.words.len() {
             return None;
         }
+        // Room for the word the insert adds: no second allocation.
         let mut words = Vec::with_capacity(self.words.len() + 1);
-        words.extend_from_slice(&self.words[..pos]);
-        words.push(item.key.word_at(self.common.len()));
-        words.extend_from_slice(&self.words[pos..]);
-        Some(SearchIndex {
+        words.extend_from_slice(&self.words);
+        let mut grown = SearchIndex {
             common: self.common.clone(),
-            common16: self.common16,
             words,
-            leaf_bytes: self.leaf_bytes + item.encoded_len(),
-            loose: self.loose + usize::from(item.is_loose()),
-        })
+            ..*self
+        };
+        grown.insert(pos, item).then_some(grown)
     }
 
     /// [`SearchIndex::with_inserted`] in place: `false` (and unchanged) when the insert is at

@@ -146,12 +146,12 @@ pub struct ImageId {
 }
 
 /// The most bytes an image prefix takes: store, logical id and version as varints.
-pub const IMAGE_PREFIX_MAX: usize = 5 + 10 + 10;
+const IMAGE_PREFIX_MAX: usize = 5 + 10 + 10;
 /// The most bytes a location takes: segment, offset and length as varints.
 const LOCATION_MAX: usize = 5 + 10 + 5;
 /// The most bytes a leaf delta's prefix takes: the image prefix and the location of the
 /// version it applies to.
-pub const DELTA_PREFIX_MAX: usize = IMAGE_PREFIX_MAX + LOCATION_MAX;
+const DELTA_PREFIX_MAX: usize = IMAGE_PREFIX_MAX + LOCATION_MAX;
 
 /// A record's prefix (an image's, or a leaf delta's), encoded on the stack.
 #[derive(Debug, Clone, Copy)]
