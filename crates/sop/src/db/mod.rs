@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     state: RwLock<Arc<DbState>>,
     /// The published state the last publish replaced (see [`Shared::publish`]).
     retired: Mutex<Option<Arc<DbState>>>,
+    /// What the last finished transaction left for the next to begin with.
+    txn_spare: Mutex<crate::txn::TxnSpare>,
     commit: Mutex<CommitCtx>,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
@@ -153,6 +155,31 @@ impl Shared {
     pub fn free_retired(&self) {
         let old = self.retired.lock().ok().and_then(|mut r| r.take());
         drop(old);
+    }
+
+    /// What the last finished transaction left (emptied tables, a working store), or
+    /// nothing when another thread holds it: a new transaction never waits for it.
+    pub fn take_txn_spare(&self) -> crate::txn::TxnSpare {
+        self.txn_spare
+            .try_lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+
+    /// Keeps what `spare` holds for the next transaction to begin, over what the slot held
+    /// (dropped when another thread holds the slot).
+    pub fn put_txn_spare(&self, spare: crate::txn::TxnSpare) {
+        if let Ok(mut s) = self.txn_spare.try_lock() {
+            if spare.stores.capacity() > 0 {
+                s.stores = spare.stores;
+            }
+            if spare.seen.capacity() > 0 {
+                s.seen = spare.seen;
+            }
+            if spare.store.is_some() {
+                s.store = spare.store;
+            }
+        }
     }
 
     /// Sequence number of the published state.
@@ -542,6 +569,7 @@ impl Database {
             }),
             state: RwLock::new(state),
             retired: Mutex::new(None),
+            txn_spare: Mutex::default(),
             comparators: RwLock::new(HashMap::new()),
             snapshots: Mutex::new(BTreeMap::new()),
             background_error: Mutex::new(None),

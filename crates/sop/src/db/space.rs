@@ -193,6 +193,13 @@ impl Space {
     }
 
     /// Deletes the garbage segments that nothing can read any more.
+    /// True when [`after_commit`] may have work: a segment below the writer's (to compact or
+    /// delete), or a checkpoint due. Without either it only looks, and a commit skips it.
+    pub fn housekeeping_due(&self, shared: &Shared, writer: &LogWriter) -> bool {
+        self.segs.range(..writer.position().0).next().is_some()
+            || writer.since_checkpoint >= shared.opts.checkpoint_bytes
+    }
+
     pub fn collect(&mut self, shared: &Shared, writer: &LogWriter) -> Result<()> {
         let oldest = shared.oldest_snapshot().unwrap_or(u64::MAX);
         let (wseg, _) = writer.position();

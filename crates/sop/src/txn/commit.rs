@@ -428,14 +428,15 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         return commit_clustered(st, &shared);
     }
     let _committing = Committing::enter(&shared);
-    let (seq, fill) = {
+    let (seq, fill, housekeeping) = {
         let mut guard = shared.commit_lock()?;
         let ctx = &mut *guard;
         let cur = Arc::clone(&ctx.latest);
         validate(st, &cur, &ctx.history, &ctx.prepared)?;
         let batch = prepare(st, &cur, ctx.writer.chain_segment(), &mut ctx.spare)?;
         let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
-        (state.seq, fill)
+        let due = ctx.space.housekeeping_due(&shared, &ctx.writer);
+        (state.seq, fill, due)
     };
     // The transaction's working set (the leaf versions its commit replaced among it) is
     // garbage from here on: free it before the sync's sleep evicts it from the caches (the
@@ -444,7 +445,7 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
     st.free_working_set();
     fill.fill(&shared);
     shared.free_retired();
-    finish_commit(&shared, seq)
+    finish_commit(&shared, seq, housekeeping)
 }
 
 /// Counts a commit in progress in [`Shared::committing`] while it lives.
@@ -500,8 +501,13 @@ fn commit_clustered(st: &mut TxnState, shared: &Arc<Shared>) -> Result<()> {
 }
 
 /// Waits for commit `seq` to be durable, then does the housekeeping.
-fn finish_commit(shared: &Shared, seq: u64) -> Result<()> {
+fn finish_commit(shared: &Shared, seq: u64, housekeeping: bool) -> Result<()> {
     shared.wait_durable(seq)?;
+    // Most commits find nothing to do (see `Space::housekeeping_due`, checked under the
+    // commit lock they held): they need not take it again after the sync.
+    if !housekeeping {
+        return Ok(());
+    }
     // The commit is durable and published: what follows is housekeeping, whose failure must
     // not turn an acknowledged commit into an error. It is recorded for `verify` and stats.
     if let Err(e) = shared
@@ -606,7 +612,7 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
     st.free_working_set();
     fill.fill(&shared);
     shared.free_retired();
-    finish_commit(&shared, seq)
+    finish_commit(&shared, seq, true)
 }
 
 /// Records the abort of a prepared transaction.

@@ -25,7 +25,7 @@ pub(crate) use commit::{HistEntry, History, SpareBuffers, StoreWrites, relocate,
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 pub(crate) use prepared::Prepared;
 
-use crate::btree::{Finger, Order, Pos, Shape};
+use crate::btree::{Order, Pos, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
 use crate::fasthash::FastMap;
@@ -34,7 +34,6 @@ use crate::registry::LogicalId;
 use crate::state::{DbState, StoreId, StoreMeta};
 use crate::store::{Btree, RawBtree};
 use crate::types::{Key, Value};
-use access::Access;
 
 /// Life cycle of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +73,20 @@ pub(crate) struct TxnState {
     pub hooks: Vec<Hook>,
     /// Write operations so far (read by range iterators without taking the lock).
     pub mods: Arc<std::sync::atomic::AtomicU64>,
+    /// An emptied working store from an earlier transaction, for the first store this one
+    /// loads ([`TxnStore::new`]).
+    pub spare_store: Option<Box<TxnStore>>,
+}
+
+/// What a finished transaction leaves for the next one to begin with (see
+/// [`Shared::take_txn_spare`](crate::db::Shared)): its emptied tables, and its working store
+/// when it used one. A small transaction then begins, loads its store and records its reads
+/// without allocating them.
+#[derive(Debug, Default)]
+pub(crate) struct TxnSpare {
+    pub stores: FastMap<StoreId, Box<TxnStore>>,
+    pub seen: FastMap<LogicalId, Seen>,
+    pub store: Option<Box<TxnStore>>,
 }
 
 /// A post-commit hook.
@@ -175,25 +188,13 @@ impl TxnState {
             .cloned()
             .ok_or_else(|| Error::StoreNotFound(name.to_owned()))?;
         let shape = self.shape_for(&meta.options)?;
-        let ts = TxnStore {
-            meta: (*meta).clone(),
-            base: Some(Arc::clone(&meta)),
+        let ts = TxnStore::new(
+            self.spare_store.take(),
+            (*meta).clone(),
+            Some(Arc::clone(&meta)),
             shape,
-            dirty: FastMap::default(),
-            freed: Vec::new(),
-            originals: FastMap::default(),
-            freed_blobs: Vec::new(),
-            access: Access::default(),
-            new_blobs: FastMap::default(),
-            dropped: false,
-            count_read: false,
-            changes: 0,
-            ids: 0..0,
-            id_block: 1,
-            finger: Finger::default(),
-            shape_gen: 0,
-        };
-        self.stores.insert(meta.id, Box::new(ts));
+        );
+        self.stores.insert(meta.id, ts);
         Ok(meta.id)
     }
 
@@ -221,31 +222,15 @@ impl TxnState {
                 self.check_writable()?;
                 let shape = self.shape_for(options)?;
                 let id = self.shared.new_store_id()?;
-                let ts = TxnStore {
-                    meta: StoreMeta {
-                        id,
-                        name: name.into(),
-                        options: options.clone(),
-                        root: 0,
-                        count: 0,
-                    },
-                    base: None,
-                    shape,
-                    dirty: FastMap::default(),
-                    freed: Vec::new(),
-                    originals: FastMap::default(),
-                    freed_blobs: Vec::new(),
-                    access: Access::default(),
-                    new_blobs: FastMap::default(),
-                    dropped: false,
-                    count_read: false,
-                    changes: 0,
-                    ids: 0..0,
-                    id_block: 1,
-                    finger: Finger::default(),
-                    shape_gen: 0,
+                let meta = StoreMeta {
+                    id,
+                    name: name.into(),
+                    options: options.clone(),
+                    root: 0,
+                    count: 0,
                 };
-                self.stores.insert(id, Box::new(ts));
+                let ts = TxnStore::new(self.spare_store.take(), meta, None, shape);
+                self.stores.insert(id, ts);
                 Ok(id)
             }
             Err(e) => Err(e),
@@ -289,13 +274,35 @@ impl TxnState {
                 .values()
                 .map(|s| s.dirty.len() + s.originals.len())
                 .sum::<usize>();
-        let garbage = (
-            std::mem::take(&mut self.stores),
-            std::mem::take(&mut self.seen),
-        );
+        let mut stores = std::mem::take(&mut self.stores);
+        let mut seen = std::mem::take(&mut self.seen);
         if nodes >= DROP_ASIDE_NODES {
-            drop_aside(garbage);
+            drop_aside((stores, seen));
+            return;
         }
+        // What the next transaction can begin with: its one working store emptied, the
+        // tables emptied while small (a large transaction's would hold memory).
+        let store = if stores.len() == 1 {
+            stores.drain().next().and_then(|(_, ts)| ts.emptied())
+        } else {
+            stores.clear();
+            None
+        };
+        seen.clear();
+        let small = |c: usize| c <= 64;
+        self.shared.put_txn_spare(TxnSpare {
+            stores: if small(stores.capacity()) {
+                stores
+            } else {
+                FastMap::default()
+            },
+            seen: if small(seen.capacity()) {
+                seen
+            } else {
+                FastMap::default()
+            },
+            store: store.or_else(|| self.spare_store.take()),
+        });
     }
 }
 
@@ -371,6 +378,7 @@ impl Transaction {
         let snapshot = shared.take_snapshot()?;
         // Never 0: a commit record's id 0 means it decides no prepared transaction.
         let id = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(1..));
+        let spare = shared.take_txn_spare();
         let st = TxnState {
             shared,
             mode,
@@ -379,12 +387,13 @@ impl Transaction {
             started: Instant::now(),
             max,
             status: Status::Active,
-            stores: FastMap::default(),
-            seen: FastMap::default(),
+            stores: spare.stores,
+            seen: spare.seen,
             cursors: Vec::new(),
             participants: Vec::new(),
             hooks: Vec::new(),
             mods: Arc::default(),
+            spare_store: spare.store,
         };
         Ok(Transaction {
             inner: Arc::new(Mutex::new(st)),

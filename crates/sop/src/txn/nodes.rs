@@ -165,7 +165,103 @@ pub(crate) struct TxnStore {
 /// The largest block of item counters a transaction reserves at once.
 const ID_BLOCK_MAX: u64 = 1024;
 
+/// Entries past which an emptied working store is not kept for a later transaction: its
+/// tables would hold the memory, and clearing them would cost what allocating saves.
+const SPARE_MAX_ENTRIES: usize = 64;
+
 impl TxnStore {
+    /// A working store over `meta` (`base`: the committed meta it starts from, `None` for a
+    /// store the transaction creates), built in `spare`'s allocations when there is one
+    /// ([`TxnStore::emptied`]).
+    pub fn new(
+        spare: Option<Box<TxnStore>>,
+        meta: StoreMeta,
+        base: Option<Arc<StoreMeta>>,
+        shape: Shape,
+    ) -> Box<TxnStore> {
+        match spare {
+            Some(mut ts) => {
+                ts.meta = meta;
+                ts.base = base;
+                ts.shape = shape;
+                ts
+            }
+            None => Box::new(TxnStore {
+                meta,
+                base,
+                shape,
+                dirty: FastMap::default(),
+                freed: Vec::new(),
+                originals: FastMap::default(),
+                freed_blobs: Vec::new(),
+                access: Access::default(),
+                new_blobs: FastMap::default(),
+                dropped: false,
+                count_read: false,
+                changes: 0,
+                ids: 0..0,
+                id_block: 1,
+                finger: Finger::default(),
+                shape_gen: 0,
+            }),
+        }
+    }
+
+    /// This working store emptied as [`TxnStore::new`] builds one, its tables and vectors
+    /// kept for a later transaction's (a small transaction then allocates none of them);
+    /// `None` when one of them grew past [`SPARE_MAX_ENTRIES`]. `meta` and `shape` are left
+    /// for `new` to replace.
+    pub fn emptied(mut self: Box<Self>) -> Option<Box<TxnStore>> {
+        // Every field named: a field added later must be reset here too.
+        let TxnStore {
+            meta: _,
+            base,
+            shape: _,
+            dirty,
+            freed,
+            originals,
+            freed_blobs,
+            access,
+            new_blobs,
+            dropped,
+            count_read,
+            changes,
+            ids,
+            id_block,
+            finger,
+            shape_gen,
+        } = &mut *self;
+        let largest = [
+            dirty.capacity(),
+            originals.capacity(),
+            new_blobs.capacity(),
+            freed.capacity(),
+            freed_blobs.capacity(),
+            access.points.capacity(),
+            access.ranges.capacity(),
+        ];
+        if largest.into_iter().any(|c| c > SPARE_MAX_ENTRIES) {
+            return None;
+        }
+        *base = None;
+        dirty.clear();
+        freed.clear();
+        originals.clear();
+        freed_blobs.clear();
+        access.points.clear();
+        access.ranges.clear();
+        access.written = Default::default();
+        new_blobs.clear();
+        *dropped = false;
+        *count_read = false;
+        *changes = 0;
+        *ids = 0..0;
+        *id_block = 1;
+        *finger = Finger::default();
+        *shape_gen = 0;
+        Some(self)
+    }
+
     /// Records that the tree was changed or replaced other than through [`TxnNodes`] (its
     /// changed nodes dropped, or rebuilt over another snapshot): no finger taken before
     /// holds.
@@ -778,6 +874,54 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    fn working_store(spare: Option<Box<TxnStore>>) -> Box<TxnStore> {
+        let meta = StoreMeta {
+            id: 3,
+            name: "s".into(),
+            options: crate::options::StoreOptions::default(),
+            root: 9,
+            count: 2,
+        };
+        let shape = Shape {
+            order: btree::Order {
+                custom: None,
+                unique: true,
+            },
+            slot_length: 8,
+            leaf_load_balancing: false,
+        };
+        let base = Arc::new(meta.clone());
+        TxnStore::new(spare, meta, Some(base), shape)
+    }
+
+    #[test]
+    fn an_emptied_working_store_is_a_new_one() {
+        let fresh = format!("{:?}", working_store(None));
+        let mut ts = working_store(None);
+        ts.meta.root = 11;
+        ts.base = None;
+        ts.freed.push(4);
+        ts.freed_blobs.push(5);
+        ts.originals.insert(6, Arc::new(leaf(&["a"])));
+        ts.access.point(b"k");
+        ts.access
+            .range(std::ops::Bound::Included(b"a"), std::ops::Bound::Unbounded);
+        ts.access.wrote(b"k");
+        ts.dropped = true;
+        ts.count_read = true;
+        ts.changes = 7;
+        ts.ids = 3..9;
+        ts.id_block = 8;
+        ts.shape_gen = 5;
+        let spare = ts.emptied().expect("a small working store is kept");
+        assert_eq!(format!("{:?}", working_store(Some(spare))), fresh);
+
+        // A large one is not kept.
+        let mut ts = working_store(None);
+        ts.freed.extend(0..=SPARE_MAX_ENTRIES as u64);
+        assert!(ts.emptied().is_none());
     }
 
     #[test]
