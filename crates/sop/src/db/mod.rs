@@ -26,7 +26,7 @@ mod verify;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     pub next_store: AtomicU32,
     /// Transactions in `commit` now (see [`Shared::lone_committer`]).
     pub committing: AtomicUsize,
+    /// `SyncState::syncing`, readable without the lock (see [`Shared::lone_committer`]);
+    /// written with it, under the lock.
+    sync_running: AtomicBool,
     /// Low 64 bits of every item id this process creates.
     pub item_tag: u64,
     comparators: RwLock<HashMap<String, Comparator>>,
@@ -179,6 +182,9 @@ impl Shared {
             if spare.store.is_some() {
                 s.store = spare.store;
             }
+            if spare.cursors.capacity() > 0 {
+                s.cursors = spare.cursors;
+            }
         }
     }
 
@@ -211,7 +217,9 @@ impl Shared {
     /// will sync for itself. Otherwise the sync that covers its bytes covers others' too
     /// (group commit), and starting their writeback early would split that one request.
     pub fn lone_committer(&self) -> bool {
-        self.committing.load(Ordering::Relaxed) <= 1 && self.sync.lock().is_ok_and(|s| !s.syncing)
+        // A hint (a stale answer only starts a writeback early or late): no lock, which a
+        // commit would take on its way to the device.
+        self.committing.load(Ordering::Relaxed) <= 1 && !self.sync_running.load(Ordering::Relaxed)
     }
 
     /// Waits until commit `seq` is durable and published. The first waiter to find no sync in
@@ -236,10 +244,12 @@ impl Shared {
                 continue;
             }
             s.syncing = true;
+            self.sync_running.store(true, Ordering::Relaxed);
             drop(s);
             let r = self.lead_sync();
             s = self.sync.lock().map_err(poisoned)?;
             s.syncing = false;
+            self.sync_running.store(false, Ordering::Relaxed);
             match r {
                 Ok(state) => {
                     if state.seq > s.synced {
@@ -547,6 +557,7 @@ impl Database {
             next_item: AtomicU64::new(state.next_item.max(1)),
             next_store: AtomicU32::new(state.next_store.max(1)),
             committing: AtomicUsize::new(0),
+            sync_running: AtomicBool::new(false),
             item_tag: fastrand::u64(..),
             opts: effective,
             storage,

@@ -87,6 +87,7 @@ pub(crate) struct TxnSpare {
     pub stores: FastMap<StoreId, Box<TxnStore>>,
     pub seen: FastMap<LogicalId, Seen>,
     pub store: Option<Box<TxnStore>>,
+    pub cursors: Vec<CursorState>,
 }
 
 /// A post-commit hook.
@@ -289,6 +290,10 @@ impl TxnState {
             None
         };
         seen.clear();
+        // The handles' cursors go too: a transaction's handles fail once its commit has
+        // written (it holds the transaction's lock until it is finished).
+        let mut cursors = std::mem::take(&mut self.cursors);
+        cursors.clear();
         let small = |c: usize| c <= 64;
         self.shared.put_txn_spare(TxnSpare {
             stores: if small(stores.capacity()) {
@@ -302,6 +307,11 @@ impl TxnState {
                 FastMap::default()
             },
             store: store.or_else(|| self.spare_store.take()),
+            cursors: if small(cursors.capacity()) {
+                cursors
+            } else {
+                Vec::new()
+            },
         });
     }
 }
@@ -389,7 +399,7 @@ impl Transaction {
             status: Status::Active,
             stores: spare.stores,
             seen: spare.seen,
-            cursors: Vec::new(),
+            cursors: spare.cursors,
             participants: Vec::new(),
             hooks: Vec::new(),
             mods: Arc::default(),
