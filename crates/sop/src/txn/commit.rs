@@ -443,6 +443,7 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
     // cache entries built next then take the items of a leaf no one else holds), and the state
     // the last commit replaced, while the device works.
     st.free_working_set();
+    st.release_snapshot();
     fill.fill(&shared);
     shared.free_retired();
     finish_commit(&shared, seq, housekeeping)
@@ -1118,7 +1119,7 @@ fn write_commit_with(
         durable: ctx.writer.durable_seq(),
         // The id is written only as the decision of a prepared transaction (`phase2` checks
         // under this lock that it still is one; other commits' ids never are).
-        txn_id: if ctx.prepared.contains_key(&txn_id) {
+        txn_id: if !ctx.prepared.is_empty() && ctx.prepared.contains_key(&txn_id) {
             txn_id
         } else {
             0

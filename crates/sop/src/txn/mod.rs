@@ -76,6 +76,8 @@ pub(crate) struct TxnState {
     /// An emptied working store from an earlier transaction, for the first store this one
     /// loads ([`TxnStore::new`]).
     pub spare_store: Option<Box<TxnStore>>,
+    /// The snapshot's registration was released ([`TxnState::release_snapshot`]).
+    pub snapshot_released: bool,
 }
 
 /// What a finished transaction leaves for the next one to begin with (see
@@ -245,7 +247,7 @@ impl TxnState {
             if status != Status::Committed {
                 self.hooks.clear();
             }
-            self.shared.release_snapshot(self.snapshot.seq);
+            self.release_snapshot();
             // Values written ahead that no commit took over become garbage.
             let held: Vec<u32> = self
                 .stores
@@ -261,6 +263,16 @@ impl TxnState {
             }
             self.free_working_set();
             self.cursors.clear();
+        }
+    }
+
+    /// Lets go of the snapshot's registration (what keeps the segments it reads from being
+    /// deleted), once: a commit does when its record is written, while the device works,
+    /// rather than on its way back from the sync.
+    pub(crate) fn release_snapshot(&mut self) {
+        if !self.snapshot_released {
+            self.snapshot_released = true;
+            self.shared.release_snapshot(self.snapshot.seq);
         }
     }
 
@@ -404,6 +416,7 @@ impl Transaction {
             hooks: Vec::new(),
             mods: Arc::default(),
             spare_store: spare.store,
+            snapshot_released: false,
         };
         Ok(Transaction {
             inner: Arc::new(Mutex::new(st)),
