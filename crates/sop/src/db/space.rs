@@ -192,14 +192,24 @@ impl Space {
         Ok(())
     }
 
-    /// Deletes the garbage segments that nothing can read any more.
-    /// True when [`after_commit`] may have work: a segment below the writer's (to compact or
-    /// delete), or a checkpoint due. Without either it only looks, and a commit skips it.
+    /// True when [`after_commit`] may have work: a checkpoint due, or a segment below the
+    /// writer's that [`Space::collect`] may delete or [`Space::compaction_candidate`] may
+    /// pick (their conditions, loosened: a segment whose size is not known yet counts).
+    /// Otherwise it would only look, and a commit skips it.
     pub fn housekeeping_due(&self, shared: &Shared, writer: &LogWriter) -> bool {
-        self.segs.range(..writer.position().0).next().is_some()
-            || writer.since_checkpoint >= shared.opts.checkpoint_bytes
+        writer.since_checkpoint >= shared.opts.checkpoint_bytes
+            || self.segs.range(..writer.position().0).any(|(seg, i)| {
+                let deletable =
+                    *seg < self.ckpt_seg && i.garbage_at.is_some_and(|g| g <= self.ckpt_seq);
+                let compactable = i.live > 0
+                    && i.garbage_at.is_none()
+                    && i.held == 0
+                    && i.size.is_none_or(|size| i.live * 3 < size * 2);
+                deletable || compactable
+            })
     }
 
+    /// Deletes the garbage segments that nothing can read any more.
     pub fn collect(&mut self, shared: &Shared, writer: &LogWriter) -> Result<()> {
         let oldest = shared.oldest_snapshot().unwrap_or(u64::MAX);
         let (wseg, _) = writer.position();

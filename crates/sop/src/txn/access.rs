@@ -34,6 +34,19 @@ fn own(b: Bound<&[u8]>) -> Bound<KeyBuf> {
 }
 
 impl Access {
+    /// Empties the sets, keeping the vectors' room (a field added later must be emptied
+    /// here too).
+    pub fn clear(&mut self) {
+        let Access {
+            points,
+            ranges,
+            written,
+        } = self;
+        points.clear();
+        ranges.clear();
+        *written = KeyList::default();
+    }
+
     /// A key was looked up.
     pub fn point(&mut self, k: &[u8]) {
         self.points.push(KeyBuf::new(k));

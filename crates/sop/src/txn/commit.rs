@@ -1119,7 +1119,7 @@ fn write_commit_with(
         durable: ctx.writer.durable_seq(),
         // The id is written only as the decision of a prepared transaction (`phase2` checks
         // under this lock that it still is one; other commits' ids never are).
-        txn_id: if !ctx.prepared.is_empty() && ctx.prepared.contains_key(&txn_id) {
+        txn_id: if ctx.prepared.contains_key(&txn_id) {
             txn_id
         } else {
             0

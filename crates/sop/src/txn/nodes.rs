@@ -248,9 +248,7 @@ impl TxnStore {
         freed.clear();
         originals.clear();
         freed_blobs.clear();
-        access.points.clear();
-        access.ranges.clear();
-        access.written = Default::default();
+        access.clear();
         new_blobs.clear();
         *dropped = false;
         *count_read = false;
@@ -901,7 +899,6 @@ mod tests {
         let fresh = format!("{:?}", working_store(None));
         let mut ts = working_store(None);
         ts.meta.root = 11;
-        ts.base = None;
         ts.freed.push(4);
         ts.freed_blobs.push(5);
         ts.originals.insert(6, Arc::new(leaf(&["a"])));
@@ -915,7 +912,17 @@ mod tests {
         ts.ids = 3..9;
         ts.id_block = 8;
         ts.shape_gen = 5;
+        ts.dirty.insert(7, Dirty::new(Arc::new(leaf(&["b"])), 1));
+        ts.new_blobs.insert(
+            8,
+            NewBlob {
+                entry: Entry::default(),
+            },
+        );
+        ts.finger.set(1, 9, 10, &btree::Path::new(), None, None);
         let spare = ts.emptied().expect("a small working store is kept");
+        // What `new` does not set again is let go of.
+        assert!(spare.base.is_none());
         assert_eq!(format!("{:?}", working_store(Some(spare))), fresh);
 
         // A large one is not kept.
