@@ -306,7 +306,7 @@ impl TxnState {
         // written (it holds the transaction's lock until it is finished).
         let mut cursors = std::mem::take(&mut self.cursors);
         cursors.clear();
-        let small = |c: usize| c <= 64;
+        let small = |c: usize| c <= nodes::SPARE_MAX_ENTRIES;
         self.shared.put_txn_spare(TxnSpare {
             stores: if small(stores.capacity()) {
                 stores

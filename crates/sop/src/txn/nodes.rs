@@ -165,9 +165,10 @@ pub(crate) struct TxnStore {
 /// The largest block of item counters a transaction reserves at once.
 const ID_BLOCK_MAX: u64 = 1024;
 
-/// Entries past which an emptied working store is not kept for a later transaction: its
-/// tables would hold the memory, and clearing them would cost what allocating saves.
-const SPARE_MAX_ENTRIES: usize = 64;
+/// Entries past which an emptied working store, or a transaction's table or cursor vector,
+/// is not kept for a later transaction (`TxnSpare`): it would hold the memory, and clearing
+/// it would cost what allocating saves.
+pub(crate) const SPARE_MAX_ENTRIES: usize = 64;
 
 impl TxnStore {
     /// A working store over `meta` (`base`: the committed meta it starts from, `None` for a
