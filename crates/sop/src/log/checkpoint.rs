@@ -200,15 +200,10 @@ fn decode(payload: &[u8]) -> Result<Checkpoint, DecodeError> {
     let mut in_doubt = BTreeMap::new();
     for _ in 0..n {
         let p = r.bytes("prepare payload")?;
-        let id = p
-            .get(..16)
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            .map(u128::from_le_bytes)
-            .filter(|id| *id != 0)
-            .ok_or(DecodeError {
-                at: r.pos(),
-                what: "prepare payload too short or of transaction id 0",
-            })?;
+        let id = super::record::prepared_txn_id(p).ok_or(DecodeError {
+            at: r.pos(),
+            what: "prepare payload too short or of transaction id 0",
+        })?;
         in_doubt.insert(id, p.to_vec());
     }
     r.finish("trailing bytes in checkpoint")?;

@@ -44,6 +44,17 @@ pub enum Kind {
     NodeDelta = 6,
 }
 
+/// The transaction a prepare or abort record's payload (or an in-doubt entry of a checkpoint)
+/// is about: the payload starts with its id, little-endian, and a transaction's id is never
+/// 0 (a commit record's 0 decides nothing). `None` when the payload is too short or says 0.
+#[must_use]
+pub fn prepared_txn_id(payload: &[u8]) -> Option<u128> {
+    Reader::new(payload)
+        .u128("txn id")
+        .ok()
+        .filter(|id| *id != 0)
+}
+
 impl Kind {
     fn from_u8(b: u8) -> Option<Kind> {
         match b {

@@ -135,18 +135,13 @@ pub fn recover(files: &Arc<LogFiles>, ckpt: Option<Checkpoint>) -> Result<Recove
                         }
                         out.replayed += 1;
                     } else if kind == Kind::Prepare || kind == Kind::Abort {
-                        let id = payload
-                            .get(..16)
-                            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                            .map(u128::from_le_bytes)
-                            .filter(|id| *id != 0)
-                            .ok_or_else(|| {
-                                Error::corruption(
-                                    &path,
-                                    pos as u64,
-                                    "prepare/abort record too short or of transaction id 0",
-                                )
-                            })?;
+                        let id = record::prepared_txn_id(payload).ok_or_else(|| {
+                            Error::corruption(
+                                &path,
+                                pos as u64,
+                                "prepare/abort record too short or of transaction id 0",
+                            )
+                        })?;
                         if kind == Kind::Prepare {
                             in_doubt.insert(id, payload.to_vec());
                         } else {

@@ -438,15 +438,27 @@ pub(crate) fn commit(st: &mut TxnState) -> Result<()> {
         let due = ctx.space.housekeeping_due(&shared, &ctx.writer);
         (state.seq, fill, due)
     };
-    // The transaction's working set (the leaf versions its commit replaced among it) is
-    // garbage from here on: free it before the sync's sleep evicts it from the caches (the
-    // cache entries built next then take the items of a leaf no one else holds), and the state
-    // the last commit replaced, while the device works.
+    after_write(st, &shared, fill, seq, housekeeping)
+}
+
+/// What a commit does once its record is written: while the device works, it frees its
+/// transaction's working set (the leaf versions its commit replaced among it: garbage from
+/// here on, freed before the sync's sleep evicts them from the caches, so the cache entries
+/// built next take the items of a leaf no one else holds) and the state the last commit
+/// replaced, lets go of its snapshot and caches its nodes; then it waits for the sync, and
+/// does the housekeeping when some can be due.
+fn after_write(
+    st: &mut TxnState,
+    shared: &Shared,
+    fill: CacheFill,
+    seq: u64,
+    housekeeping: bool,
+) -> Result<()> {
     st.free_working_set();
     st.release_snapshot();
-    fill.fill(&shared);
+    fill.fill(shared);
     shared.free_retired();
-    finish_commit(&shared, seq, housekeeping)
+    finish_commit(shared, seq, housekeeping)
 }
 
 /// Counts a commit in progress in [`Shared::committing`] while it lives.
@@ -609,11 +621,7 @@ pub(crate) fn phase2(st: &mut TxnState) -> Result<()> {
         let (state, fill) = write_commit(&shared, ctx, &cur, batch, st.id)?;
         (state.seq, fill)
     };
-    // As in `commit`.
-    st.free_working_set();
-    fill.fill(&shared);
-    shared.free_retired();
-    finish_commit(&shared, seq, true)
+    after_write(st, &shared, fill, seq, true)
 }
 
 /// Records the abort of a prepared transaction.
