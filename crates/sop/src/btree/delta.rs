@@ -140,18 +140,81 @@ fn bad(r: &Reader<'_>, what: &'static str) -> DecodeError {
 }
 
 /// Applies an edit written by [`diff`] to the base image's items.
+///
+/// # Errors
+/// A body that does not match `base` or is damaged (see [`apply_chain`]).
 pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    apply_chain(base, std::iter::once(body)).map_err(|(_, e)| e)
+}
+
+/// Applies a chain of edits written by [`diff`], oldest first, over the base image's items:
+/// the items of the chain's newest version, as [`apply`] over each version in turn would
+/// make them. Each edit moves indices (of base items, or of items an edit of the chain
+/// inserted) rather than items, and every item of the result is cloned once, at the end: a
+/// cold read of a leaf with a deep chain does not rebuild the leaf once per delta.
+///
+/// # Errors
+/// The position in `bodies` of the first edit that does not match the version before it
+/// (its counts, its runs) or is damaged, with what is wrong.
+pub fn apply_chain<'a>(
+    base: &[Item],
+    bodies: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<Item>, (usize, DecodeError)> {
+    let mut inserted: Vec<Option<Item>> = Vec::new();
+    let mut cur: Vec<usize> = (0..base.len()).collect();
+    let mut next: Vec<usize> = Vec::new();
+    let mut last = 0;
+    for (k, body) in bodies.into_iter().enumerate() {
+        edit(base, &mut inserted, &cur, body, &mut next).map_err(|e| (k, e))?;
+        std::mem::swap(&mut cur, &mut next);
+        last = k;
+    }
+    // Within a version every index is distinct (an edit keeps each index of the version
+    // before it at most once, and a new item gets a new one): each inserted item is taken
+    // once.
+    cur.into_iter()
+        .map(|at| match at.checked_sub(base.len()) {
+            None => Ok(base[at].clone()),
+            Some(j) => inserted[j].take().ok_or(DecodeError {
+                at: 0,
+                what: "leaf delta chain repeats an item",
+            }),
+        })
+        .collect::<Result<Vec<Item>, DecodeError>>()
+        .map_err(|e| (last, e))
+}
+
+/// One edit of [`apply_chain`]: `over` (indices into `base`, then into `inserted`) edited by
+/// `body` into `out`; the items the edit inserts are appended to `inserted`.
+fn edit(
+    base: &[Item],
+    inserted: &mut Vec<Option<Item>>,
+    over: &[usize],
+    body: &[u8],
+    out: &mut Vec<usize>,
+) -> Result<(), DecodeError> {
     let mut r = Reader::new(body);
-    if r.varint("delta base item count")? != base.len() as u64 {
+    if r.varint("delta base item count")? != over.len() as u64 {
         return Err(bad(&r, "leaf delta does not match its base image"));
     }
     let n = usize::try_from(r.varint("delta item count")?)
         .map_err(|_| bad(&r, "delta item count out of range"))?;
-    if n > base.len() + r.remaining() / MIN_ITEM {
+    if n > over.len() + r.remaining() / MIN_ITEM {
         return Err(bad(&r, "delta item count exceeds what the delta can hold"));
     }
-    let lo = context_lo(base);
-    let mut out = Vec::with_capacity(n);
+    // The low id bits inserted items are encoded against: the version's first item's.
+    let lo = match over.first() {
+        None => 0,
+        Some(&at) => match at.checked_sub(base.len()) {
+            None => super::node::id_lo(base[at].id),
+            Some(j) => inserted[j]
+                .as_ref()
+                .map(|i| super::node::id_lo(i.id))
+                .ok_or_else(|| bad(&r, "leaf delta chain repeats an item"))?,
+        },
+    };
+    out.clear();
+    out.reserve(n);
     let mut i = 0usize;
     while r.remaining() > 0 {
         match r.u8("delta op")? {
@@ -160,25 +223,28 @@ pub fn apply(base: &[Item], body: &[u8]) -> Result<Vec<Item>, DecodeError> {
                 let end = usize::try_from(k)
                     .ok()
                     .and_then(|k| i.checked_add(k))
-                    .filter(|e| *e <= base.len())
+                    .filter(|e| *e <= over.len())
                     .ok_or_else(|| bad(&r, "delta run passes the end of its base"))?;
                 if op == KEEP {
-                    out.extend_from_slice(&base[i..end]);
+                    out.extend_from_slice(&over[i..end]);
                 }
                 i = end;
             }
-            INSERT => out.push(Item::decode(&mut r, lo)?),
+            INSERT => {
+                inserted.push(Some(Item::decode(&mut r, lo)?));
+                out.push(base.len() + inserted.len() - 1);
+            }
             _ => return Err(bad(&r, "unknown delta op")),
         }
         if out.len() > n {
             return Err(bad(&r, "delta makes more items than it says"));
         }
     }
-    out.extend_from_slice(&base[i..]);
+    out.extend_from_slice(&over[i..]);
     if out.len() != n {
         return Err(bad(&r, "delta item count does not match its edits"));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,6 +268,14 @@ mod tests {
     fn leaf(keys: &std::collections::BTreeMap<u16, u8>) -> Vec<Item> {
         keys.iter()
             .map(|(k, v)| item(*k, u128::from(*k), *v))
+            .collect()
+    }
+
+    /// A leaf whose items' ids share their low bits in threes: items encode against the low
+    /// bits of their version's first item, and most of them carry none of their own.
+    fn leaf_lo3(keys: &std::collections::BTreeMap<u16, u8>) -> Vec<Item> {
+        keys.iter()
+            .map(|(k, v)| item(*k, (u128::from(*k) << 64) | u128::from(k % 3), *v))
             .collect()
     }
 
@@ -255,6 +329,46 @@ mod tests {
             prop_assert!(diff(&order(), &base, &new, usize::MAX, &mut full));
             prop_assert_eq!(&one.buf, &full.buf);
             prop_assert_eq!(apply(&base, &one.buf), Ok(new));
+        }
+
+        #[test]
+        fn a_chain_applies_to_its_newest_version(
+            base in prop::collection::btree_map(0u16..300, any::<u8>(), 0..50),
+            steps in prop::collection::vec(
+                prop::collection::vec((0u16..300, prop::option::of(any::<u8>())), 0..8),
+                0..10,
+            ),
+            damaged in any::<prop::sample::Index>(),
+        ) {
+            // Versions as a leaf's commits make them, each edit over the one before (the low
+            // id bits edits are encoded against change with the versions' first items).
+            let mut cur = base;
+            let mut versions = vec![leaf_lo3(&cur)];
+            let mut bodies = Vec::new();
+            for edits in steps {
+                for (k, v) in edits {
+                    match v {
+                        Some(v) => { cur.insert(k, v); }
+                        None => { cur.remove(&k); }
+                    }
+                }
+                let new = leaf_lo3(&cur);
+                let mut w = Writer::default();
+                prop_assert!(diff(&order(), &versions[versions.len() - 1], &new, usize::MAX, &mut w));
+                prop_assert_eq!(apply(&versions[versions.len() - 1], &w.buf), Ok(new.clone()));
+                bodies.push(w.buf);
+                versions.push(new);
+            }
+            let newest = versions[versions.len() - 1].clone();
+            prop_assert_eq!(apply_chain(&versions[0], bodies.iter().map(Vec::as_slice)), Ok(newest));
+            // An edit whose base count is off (fewer than 127 items: one varint byte) is the
+            // one reported, whatever follows it.
+            if !bodies.is_empty() {
+                let k = damaged.index(bodies.len());
+                bodies[k][0] += 1;
+                let got = apply_chain(&versions[0], bodies.iter().map(Vec::as_slice));
+                prop_assert_eq!(got.map_err(|(at, _)| at), Err(k));
+            }
         }
 
         #[test]

@@ -436,15 +436,19 @@ fn leaf_of_chain(
             "leaf delta over an image that is not a leaf",
         ));
     };
-    let mut items: Option<Vec<Item>> = None;
-    for (at, rec) in deltas.iter().rev() {
-        let bad = |why: String| Error::corruption(shared.files.path(at.seg), at.off, why);
-        // Parsed whole in the walk above.
-        let body = record::parse_delta(rec.payload()).map_or(&[][..], |(_, _, body)| body);
-        let over = items.as_deref().unwrap_or(base_items);
-        items = Some(btree::delta::apply(over, body).map_err(|e| bad(format!("leaf delta: {e}")))?);
-    }
-    Ok(items.unwrap_or_else(|| base_items.clone()))
+    // Oldest first; each was parsed whole in the walk above.
+    let bodies = deltas
+        .iter()
+        .rev()
+        .map(|(_, rec)| record::parse_delta(rec.payload()).map_or(&[][..], |(_, _, body)| body));
+    btree::delta::apply_chain(base_items, bodies).map_err(|(k, e)| {
+        let at = deltas[deltas.len() - 1 - k.min(deltas.len() - 1)].0;
+        Error::corruption(
+            shared.files.path(at.seg),
+            at.off,
+            format!("leaf delta: {e}"),
+        )
+    })
 }
 
 /// The full image the next delta of the committed node `id` (at `entry`) applies to: the
