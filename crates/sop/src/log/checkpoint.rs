@@ -26,7 +26,7 @@ use crate::storage::{OpenMode, Storage, replace_file};
 
 const MAGIC: &[u8; 8] = b"SOPCKPT1";
 /// The checkpoint file's format version.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 const HEADER: usize = 24;
 /// File name of the checkpoint.
 pub const FILE: &str = "checkpoint.sop";

@@ -16,7 +16,7 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 /// Bytes of the segment header; the first record starts here.
 pub const SEGMENT_HEADER: u64 = 32;
 const MAGIC: &[u8; 8] = b"SOPLOG01";
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// A record read back from the log.
 #[derive(Debug)]

@@ -62,8 +62,8 @@ pub struct Chain(u32);
 
 impl Chain {
     /// The most deltas in a chain: a cold read of the leaf reads this many records and its
-    /// base.
-    pub const MAX_DEPTH: u8 = 16;
+    /// base (format 5; 16 before, ADR 0010).
+    pub const MAX_DEPTH: u8 = 32;
     /// The most bytes of deltas before the newest (well within the 24 bits).
     pub const MAX_BYTES: u32 = 1 << 20;
 

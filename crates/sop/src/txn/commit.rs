@@ -245,15 +245,15 @@ const PACK_LOOSE_MIN: usize = 8;
 
 /// The most bytes a delta over `over` may take for a leaf whose items encode in `full`
 /// bytes, or `None` when the leaf is to be written whole: the delta takes at most a
-/// [`DELTA_SHARE`]th of the leaf's bytes, the deltas of its chain before it at most half, and
-/// the base image at most a quarter more than the leaf (a leaf that lost many items is written
-/// whole). So the live bytes of a leaf's chain and base stay within twice the leaf's, and a
-/// cold read reads at most [`Chain::MAX_DEPTH`] deltas.
+/// [`DELTA_SHARE`]th of the leaf's bytes, the deltas of its chain before it at most three
+/// quarters, and the base image at most a quarter more than the leaf (a leaf that lost many
+/// items is written whole). So the live bytes of a leaf's chain and base stay within two and a
+/// half times the leaf's, and a cold read reads at most [`Chain::MAX_DEPTH`] deltas (ADR 0010).
 fn delta_limit(full: usize, over: &DeltaOver<'_>) -> Option<usize> {
     // The base image's record length stands for its items' bytes (it exceeds them by its
     // frame and header, a few dozen bytes).
     let base_len = over.base.len as usize;
-    (base_len <= full + full / 4 && over.chain.bytes() as usize <= full / 2)
+    (base_len <= full + full / 4 && over.chain.bytes() as usize <= full - full / 4)
         .then_some(full / DELTA_SHARE)
 }
 
@@ -909,13 +909,13 @@ fn prepare(
 }
 
 /// A leaf delta is written while it takes at most this fraction (1/n) of the leaf's bytes,
-/// and a chain while the deltas before its newest take at most half; past that the leaf is
-/// written whole again. Measured with W4's 1,000 single-insert commits into an empty store
-/// (bytes appended; with leaves split as the store grows, full images are about half):
-/// chains of 16 with a quarter and a half 713 KB, with a sixth and a quarter 1,015 KB, with a
-/// third and the whole leaf 698 KB; chains of 32, 675 KB; of 8, 913 KB; cumulative deltas
-/// only (ADR 0005, a sixth), 1,541 KB.
-const DELTA_SHARE: usize = 4;
+/// and a chain while the deltas before its newest take at most three quarters; past that the
+/// leaf is written whole again. Bytes appended by W4's 1,000 single-insert commits into an
+/// empty store (format 4 encodings; ADR 0010): chains of 16 with a quarter and a half 584 KB,
+/// with a half and three quarters 496 KB; chains of 32 with a quarter and the whole leaf
+/// 536 KB, with a half and three quarters 438 KB (chosen), with a half and a half 552 KB;
+/// chains of 48, 387 KB.
+const DELTA_SHARE: usize = 2;
 
 /// Changed nodes from which a commit encodes them on two threads (below, a thread costs
 /// more than it saves).
