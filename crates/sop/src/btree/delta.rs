@@ -10,14 +10,17 @@
 //!   1 keep n varint    copy the next n items of the base
 //!   2 drop n varint    skip the next n items of the base
 //!   3 insert item      an item, encoded as inside a leaf, against the low id bits of the
-//!                      base's first item (0 for an empty base)
+//!                      first item of the version it edits (0 for an empty one)
 //! the base items left after the last op are kept
 //! ```
 //!
 //! Invariants: `apply(base, diff(base, new))` is exactly `new`, whatever the order (the diff
 //! only emits an item of `new` as kept when it is equal to the base item, byte for byte);
-//! `apply` checks every count against the base and the bytes left, so a damaged body is an
-//! error, never a panic or an unbounded allocation.
+//! `apply_chain(base, [d1, .., dn])` is `apply` over each version in turn, and an error names
+//! the first delta that does not apply to the version before it; every count is checked
+//! against the version edited and the bytes left before anything is allocated (at most the
+//! base's items and a quarter of the bodies' bytes), so a damaged body is an error, never a
+//! panic or an unbounded allocation.
 
 use std::cmp::Ordering;
 
@@ -171,17 +174,28 @@ pub fn apply_chain<'a>(
     }
     // Within a version every index is distinct (an edit keeps each index of the version
     // before it at most once, and a new item gets a new one): each inserted item is taken
-    // once.
+    // once, and the error below cannot happen (it stands in for a panic).
     cur.into_iter()
         .map(|at| match at.checked_sub(base.len()) {
             None => Ok(base[at].clone()),
-            Some(j) => inserted[j].take().ok_or(DecodeError {
-                at: 0,
-                what: "leaf delta chain repeats an item",
-            }),
+            Some(j) => inserted[j].take().ok_or(REPEATED),
         })
         .collect::<Result<Vec<Item>, DecodeError>>()
         .map_err(|e| (last, e))
+}
+
+/// What [`apply_chain`] would report if an index were used twice (it cannot be).
+const REPEATED: DecodeError = DecodeError {
+    at: 0,
+    what: "leaf delta chain repeats an item",
+};
+
+/// The item at index `at` of a chain's version: a base item, or one the chain inserted.
+fn item_at<'a>(base: &'a [Item], inserted: &'a [Option<Item>], at: usize) -> Option<&'a Item> {
+    match at.checked_sub(base.len()) {
+        None => base.get(at),
+        Some(j) => inserted.get(j)?.as_ref(),
+    }
 }
 
 /// One edit of [`apply_chain`]: `over` (indices into `base`, then into `inserted`) edited by
@@ -205,13 +219,9 @@ fn edit(
     // The low id bits inserted items are encoded against: the version's first item's.
     let lo = match over.first() {
         None => 0,
-        Some(&at) => match at.checked_sub(base.len()) {
-            None => super::node::id_lo(base[at].id),
-            Some(j) => inserted[j]
-                .as_ref()
-                .map(|i| super::node::id_lo(i.id))
-                .ok_or_else(|| bad(&r, "leaf delta chain repeats an item"))?,
-        },
+        Some(&at) => item_at(base, inserted, at)
+            .map(|i| super::node::id_lo(i.id))
+            .ok_or(REPEATED)?,
     };
     out.clear();
     out.reserve(n);
@@ -379,6 +389,22 @@ mod tests {
             let base = leaf(&base);
             if let Ok(items) = apply(&base, &body) {
                 prop_assert!(items.len() <= base.len() + body.len() / MIN_ITEM);
+            }
+        }
+
+        #[test]
+        fn a_damaged_delta_after_an_insert_is_an_error_not_a_panic(
+            base in prop::collection::btree_map(0u16..300, any::<u8>(), 0..30),
+            k in 300u16..400,
+            body in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            // The second delta's runs and counts index the items the first one inserted.
+            let base = leaf(&base);
+            let mut first = Writer::default();
+            insert_one(&base, 0, &item(k, u128::from(k), 7), &mut first);
+            match apply_chain(&base, [first.buf.as_slice(), body.as_slice()]) {
+                Ok(items) => prop_assert!(items.len() <= base.len() + 1 + body.len() / MIN_ITEM),
+                Err((at, _)) => prop_assert_eq!(at, 1),
             }
         }
     }

@@ -442,7 +442,7 @@ fn leaf_of_chain(
         .rev()
         .map(|(_, rec)| record::parse_delta(rec.payload()).map_or(&[][..], |(_, _, body)| body));
     btree::delta::apply_chain(base_items, bodies).map_err(|(k, e)| {
-        let at = deltas[deltas.len() - 1 - k.min(deltas.len() - 1)].0;
+        let at = deltas.iter().rev().nth(k).map_or(entry.loc, |(at, _)| *at);
         Error::corruption(
             shared.files.path(at.seg),
             at.off,
