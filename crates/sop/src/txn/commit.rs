@@ -911,7 +911,7 @@ fn prepare(
 /// A leaf delta is written while it takes at most this fraction (1/n) of the leaf's bytes,
 /// and a chain while the deltas before its newest take at most three quarters; past that the
 /// leaf is written whole again. Bytes appended by W4's 1,000 single-insert commits into an
-/// empty store (format 4 encodings; ADR 0010): chains of 16 with a quarter and a half 584 KB,
+/// empty store (ADR 0010; `--example log_bytes`): chains of 16 with a quarter and a half 584 KB,
 /// with a half and three quarters 496 KB; chains of 32 with a quarter and the whole leaf
 /// 536 KB, with a half and three quarters 438 KB (chosen), with a half and a half 552 KB;
 /// chains of 48, 387 KB.
