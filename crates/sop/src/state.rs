@@ -22,8 +22,9 @@ pub struct StoreMeta {
     pub id: StoreId,
     /// Store name.
     pub name: Arc<str>,
-    /// Options fixed at creation.
-    pub options: StoreOptions,
+    /// Options fixed at creation (shared: a transaction opening the store copies its meta,
+    /// not the options' strings).
+    pub options: Arc<StoreOptions>,
     /// Logical id of the root node, 0 while the store is empty.
     pub root: LogicalId,
     /// Number of items.

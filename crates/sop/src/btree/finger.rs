@@ -23,7 +23,8 @@
 //!   key and the item there is not (exactly `lower_bound`'s answer), before searching.
 //! - Random access pays little: a finger whose range misses before it was ever used is
 //!   dropped, and a new one (a visit of the parent, rarely more, and two key copies) is taken
-//!   only every [`RETRY`]th miss after that.
+//!   only every [`RETRY`]th miss after that. The first descent of a tree takes none: a
+//!   transaction of one operation would never use it.
 
 use std::cmp::Ordering;
 
@@ -33,7 +34,7 @@ use super::{Item, ItemId, LogicalId, Path, Sep, Shape, key_below, probe_prefix};
 pub const RETRY: u32 = 64;
 
 /// Where the last descent of a tree ended (see the module docs).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Finger {
     /// The shape generation and the root the finger was taken at.
     generation: u64,
@@ -53,6 +54,26 @@ pub struct Finger {
     hits: u32,
     /// Misses left before a new finger is taken (while the last one had no hits).
     wait: u32,
+}
+
+impl Default for Finger {
+    /// No finger yet, and none taken at the first descent that misses: a finger pays from
+    /// the second descent on, and a transaction of one operation (a single durable insert)
+    /// would take one for nothing (a visit of the parent, the separators' copies, the path).
+    fn default() -> Self {
+        Finger {
+            generation: 0,
+            root: 0,
+            leaf: 0,
+            path: Path::new(),
+            lo: None,
+            hi: None,
+            pos: 0,
+            moved: false,
+            hits: 0,
+            wait: 1,
+        }
+    }
 }
 
 impl Finger {

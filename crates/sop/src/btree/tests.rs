@@ -373,3 +373,33 @@ fn runs_of_inserts_fill_their_leaves() {
         "random inserts made {random_leaves} leaves"
     );
 }
+
+/// The first descent of a tree takes no finger (a transaction of one operation would never
+/// use it); the second one that misses does.
+#[test]
+fn the_second_descent_takes_the_finger() {
+    let shape = shape(4, true, false);
+    let mut store = Mem::fingered();
+    let mut root = 0;
+    for k in 0..64u8 {
+        let item = Item {
+            key: [k].as_slice().into(),
+            id: 1,
+            value: ValueRef::Inline(crate::btree::InlineValue::new(&[k])),
+        };
+        assert!(insert(&mut store, &shape, &mut root, item).unwrap());
+    }
+    // A fresh finger, as a new transaction's working store has.
+    store.finger = Some((Finger::default(), 0));
+    let mut path = Path::new();
+    descend(&mut store, &shape, root, &[10], ItemId::MAX, &mut path).unwrap();
+    assert!(
+        !store.finger.as_ref().unwrap().0.armed(),
+        "the first descent took a finger"
+    );
+    descend(&mut store, &shape, root, &[40], ItemId::MAX, &mut path).unwrap();
+    assert!(
+        store.finger.as_ref().unwrap().0.armed(),
+        "the second descent took no finger"
+    );
+}

@@ -20,6 +20,7 @@
 
 mod clustered;
 mod options_file;
+mod snapshots;
 mod space;
 mod verify;
 
@@ -109,7 +110,7 @@ pub(crate) struct Shared {
     pub item_tag: u64,
     comparators: RwLock<HashMap<String, Comparator>>,
     /// Commit sequence numbers of the snapshots running transactions hold, with counts.
-    snapshots: Mutex<BTreeMap<u64, usize>>,
+    snapshots: Mutex<snapshots::Snapshots>,
     /// The last error of housekeeping work after a commit (checkpoint, compaction).
     background_error: Mutex<Option<String>>,
     /// Clustered mode: the coordinator, markers and id claims.
@@ -302,25 +303,20 @@ impl Shared {
     pub fn take_snapshot(&self) -> Result<Arc<DbState>> {
         let mut snaps = self.snapshots.lock().map_err(poisoned)?;
         let s = self.state()?;
-        *snaps.entry(s.seq).or_insert(0) += 1;
+        snaps.take(s.seq);
         Ok(s)
     }
 
     /// Releases a snapshot taken with [`Shared::take_snapshot`].
     pub fn release_snapshot(&self, seq: u64) {
-        if let Ok(mut snaps) = self.snapshots.lock()
-            && let Some(n) = snaps.get_mut(&seq)
-        {
-            *n -= 1;
-            if *n == 0 {
-                snaps.remove(&seq);
-            }
+        if let Ok(mut snaps) = self.snapshots.lock() {
+            snaps.release(seq);
         }
     }
 
     /// The oldest snapshot in use, if any.
     pub fn oldest_snapshot(&self) -> Option<u64> {
-        self.snapshots.lock().ok()?.keys().next().copied()
+        self.snapshots.lock().ok()?.oldest()
     }
 
     /// A registered comparator.
@@ -582,7 +578,7 @@ impl Database {
             retired: Mutex::new(None),
             txn_spare: Mutex::default(),
             comparators: RwLock::new(HashMap::new()),
-            snapshots: Mutex::new(BTreeMap::new()),
+            snapshots: Mutex::default(),
             background_error: Mutex::new(None),
             cluster,
             lock: Mutex::new(Some(lock)),

@@ -325,7 +325,7 @@ pub fn put_meta(w: &mut Writer, m: &StoreMeta) {
     w.varint(u64::from(m.id));
     w.bytes(m.name.as_bytes());
     // Options are small and evolve: JSON inside the checksummed record.
-    let opts = serde_json::to_vec(&m.options).unwrap_or_default();
+    let opts = serde_json::to_vec(&*m.options).unwrap_or_default();
     w.bytes(&opts);
     w.varint(m.root);
     w.varint(m.count);
@@ -348,7 +348,7 @@ pub fn get_meta(r: &mut Reader<'_>) -> Result<StoreMeta, DecodeError> {
     Ok(StoreMeta {
         id,
         name,
-        options,
+        options: std::sync::Arc::new(options),
         root: r.varint("store root")?,
         count: r.varint("store count")?,
     })
@@ -552,7 +552,7 @@ mod tests {
                 StoreOp::Create(StoreMeta {
                     id: 3,
                     name: "s".into(),
-                    options: StoreOptions::default(),
+                    options: std::sync::Arc::default(),
                     root: 0,
                     count: 0,
                 }),

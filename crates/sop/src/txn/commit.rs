@@ -570,7 +570,7 @@ pub(crate) fn phase1(st: &mut TxnState, participants: Vec<String>) -> Result<()>
         stores.push(PreparedStore {
             id: ts.meta.id,
             name: ts.meta.name.to_string(),
-            options: ts.meta.options.clone(),
+            options: (*ts.meta.options).clone(),
             created: ts.base.is_none(),
             dropped: ts.dropped,
             count_read: ts.count_read,
@@ -646,6 +646,14 @@ fn validate(
     history: &History,
     prepared: &FastMap<u128, Arc<Prepared>>,
 ) -> Result<()> {
+    for p in prepared.values().filter(|p| p.txn_id != st.id) {
+        check_against_prepared(st, p)?;
+    }
+    // No commit since the snapshot (a state's seq names it): the catalog is the one the
+    // transaction saw, and no history entry is newer.
+    if cur.seq == st.snapshot.seq {
+        return Ok(());
+    }
     for ts in st.stores.values() {
         match &ts.base {
             Some(base) => {
@@ -676,9 +684,6 @@ fn validate(
                 }
             }
         }
-    }
-    for p in prepared.values().filter(|p| p.txn_id != st.id) {
-        check_against_prepared(st, p)?;
     }
     for h in history.iter().filter(|h| h.seq > st.snapshot.seq) {
         for w in &h.stores {

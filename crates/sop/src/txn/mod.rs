@@ -211,7 +211,7 @@ impl TxnState {
                 let existing = self
                     .stores
                     .get(&id)
-                    .map(|s| s.meta.options.clone())
+                    .map(|s| (*s.meta.options).clone())
                     .unwrap_or_default();
                 if let Some(detail) = existing.incompatibility(options) {
                     return Err(Error::IncompatibleStore {
@@ -228,7 +228,7 @@ impl TxnState {
                 let meta = StoreMeta {
                     id,
                     name: name.into(),
-                    options: options.clone(),
+                    options: Arc::new(options.clone()),
                     root: 0,
                     count: 0,
                 };
@@ -604,11 +604,12 @@ impl Transaction {
     /// [`Error::Conflict`] (retryable), [`Error::TransactionTimeout`], [`Error::TransactionClosed`],
     /// I/O errors.
     pub fn commit(&self) -> Result<()> {
-        if !lock(&self.inner)?.participants.is_empty() {
+        let mut st = lock(&self.inner)?;
+        if !st.participants.is_empty() {
+            drop(st);
             self.phase1_commit()?;
             return self.phase2_commit();
         }
-        let mut st = lock(&self.inner)?;
         st.check_active()?;
         let r = commit::commit(&mut st);
         match r {
@@ -849,7 +850,7 @@ pub(crate) fn info_of(st: &mut TxnState, id: StoreId, reads_count: bool) -> Resu
     ts.count_read |= reads_count;
     Ok(StoreInfo {
         name: ts.meta.name.to_string(),
-        options: ts.meta.options.clone(),
+        options: (*ts.meta.options).clone(),
         count: ts.meta.count,
     })
 }

@@ -883,7 +883,7 @@ mod tests {
         let meta = StoreMeta {
             id: 3,
             name: "s".into(),
-            options: crate::options::StoreOptions::default(),
+            options: Arc::default(),
             root: 9,
             count: 2,
         };
