@@ -43,10 +43,12 @@ pub(crate) enum Change {
 pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result<Vec<Change>> {
     let sid = ts.meta.id;
     let mut old: FastMap<ItemId, Item> = FastMap::default();
+    // A leaf whose only change is a pending insert is the committed leaf itself (see
+    // `Dirty`): that insert is its whole diff, found without comparing its items.
     let touched = ts
         .dirty
         .iter()
-        .filter(|(_, d)| d.base > 0)
+        .filter(|(_, d)| d.base > 0 && d.pending().is_none())
         .map(|(id, _)| *id)
         .chain(ts.freed.iter().copied());
     for id in touched {
@@ -60,6 +62,10 @@ pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result
     }
     let mut changes = Vec::new();
     for d in ts.dirty.values() {
+        if let Some(p) = d.pending() {
+            changes.push(Change::Add(p.item.clone()));
+            continue;
+        }
         let node = d.current();
         if let Node::Leaf(items) = &*node {
             for it in items {
