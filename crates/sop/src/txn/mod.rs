@@ -211,7 +211,7 @@ impl TxnState {
                 let existing = self
                     .stores
                     .get(&id)
-                    .map(|s| (*s.meta.options).clone())
+                    .map(|s| Arc::clone(&s.meta.options))
                     .unwrap_or_default();
                 if let Some(detail) = existing.incompatibility(options) {
                     return Err(Error::IncompatibleStore {
