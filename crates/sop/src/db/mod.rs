@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 pub(crate) use clustered::{
@@ -77,11 +77,30 @@ pub(crate) struct CommitCtx {
 struct SyncState {
     synced: u64,
     syncing: bool,
-    /// Threads waiting on `sync_cv`: a notification is a system call, made only for them.
-    waiters: usize,
+    /// Threads parked until their commit (the seq) is durable (see [`SyncState::wake`]).
+    parked: Vec<(u64, std::thread::Thread)>,
     /// A failed sync: every commit written but not synced has an unknown outcome (it may
     /// be found after a restart or not), so each waiter gets this I/O error.
     failed: Option<(PathBuf, std::io::ErrorKind, String)>,
+}
+
+impl SyncState {
+    /// After a sync (or its failure): wakes the parked threads whose commits are durable now
+    /// (all of them when a sync failed) and, when no sync is running, one thread still
+    /// waiting, to lead the next sync. The others stay parked: waking every waiter after each
+    /// sync cost each of them a task switch and a turn on this lock, for nothing (W4c).
+    fn wake(&mut self) {
+        let (synced, failed) = (self.synced, self.failed.is_some());
+        // A thread is to lead only when none syncs; `true` stands for "already chosen".
+        let mut leader = self.syncing;
+        self.parked.retain(|(seq, t)| {
+            let wake = failed || *seq <= synced || !std::mem::replace(&mut leader, true);
+            if wake {
+                t.unpark();
+            }
+            !wake
+        });
+    }
 }
 
 /// State shared by the database handle and its transactions.
@@ -96,7 +115,6 @@ pub(crate) struct Shared {
     txn_spare: Mutex<crate::txn::TxnSpare>,
     commit: Mutex<CommitCtx>,
     sync: Mutex<SyncState>,
-    sync_cv: Condvar,
     pub cache: NodeCache,
     pub next_logical: AtomicU64,
     pub next_item: AtomicU64,
@@ -201,9 +219,7 @@ impl Shared {
             s.synced = state.seq;
             self.publish(state)?;
         }
-        if s.waiters > 0 {
-            self.sync_cv.notify_all();
-        }
+        s.wake();
         Ok(())
     }
 
@@ -239,9 +255,15 @@ impl Shared {
                 ));
             }
             if s.syncing {
-                s.waiters += 1;
-                s = self.sync_cv.wait(s).map_err(poisoned)?;
-                s.waiters -= 1;
+                // Parked until the leader's sync covers this commit, or the leader hands the
+                // next sync to this thread (see `SyncState::wake`); a wakeup for neither
+                // (`park` may return spuriously) parks again.
+                let me = std::thread::current();
+                s.parked.push((seq, me.clone()));
+                drop(s);
+                std::thread::park();
+                s = self.sync.lock().map_err(poisoned)?;
+                s.parked.retain(|(_, t)| t.id() != me.id());
                 continue;
             }
             s.syncing = true;
@@ -255,7 +277,15 @@ impl Shared {
                 Ok(state) => {
                     if state.seq > s.synced {
                         s.synced = state.seq;
-                        self.publish(state)?;
+                        // A failure here (a poisoned lock) fails every waiter, woken below,
+                        // rather than leaving them parked.
+                        if let Err(e) = self.publish(state) {
+                            s.failed = Some((
+                                self.opts.path.clone(),
+                                std::io::ErrorKind::Other,
+                                e.to_string(),
+                            ));
+                        }
                     }
                 }
                 Err(Error::Io { path, source }) => {
@@ -269,9 +299,7 @@ impl Shared {
                     ))
                 }
             }
-            if s.waiters > 0 {
-                self.sync_cv.notify_all();
-            }
+            s.wake();
         }
     }
 
@@ -561,10 +589,9 @@ impl Database {
             sync: Mutex::new(SyncState {
                 synced: state.seq,
                 syncing: false,
-                waiters: 0,
+                parked: Vec::new(),
                 failed: None,
             }),
-            sync_cv: Condvar::new(),
             commit: Mutex::new(CommitCtx {
                 writer,
                 space,
