@@ -4,6 +4,8 @@
 //! the initial total, and every transfer was applied exactly once.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,9 +158,9 @@ fn transfers_keep_the_total() {
             })
         })
         .collect();
-    let results: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
+    let results = common::join_all(writers);
     done.store(true, Ordering::SeqCst);
-    let gave_up: u64 = results.into_iter().map(|r| r.unwrap()).sum();
+    let gave_up: u64 = results.into_iter().sum();
     let snapshots = reader.join().unwrap();
     assert!(snapshots >= 1);
     eprintln!(

@@ -3,10 +3,12 @@
 //! No timing is asserted here: speed is the benchmark harness's business.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Barrier, mpsc};
-use std::thread;
-use std::time::Duration;
+mod common;
 
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::join_all;
 use sop::{Database, DatabaseOptions, Durability, StoreOptions, TransactionMode};
 
 const THREADS: u64 = 8;
@@ -20,28 +22,6 @@ fn open(dir: &std::path::Path) -> Database {
 
 fn key(t: u64, i: u64) -> u64 {
     t * 1_000_000 + i
-}
-
-/// How long the committing threads may take (seconds of work at most, even unoptimized).
-const STALLED: Duration = Duration::from_secs(180);
-
-/// Joins `threads`, failing the test when they have not all finished within [`STALLED`]: a
-/// commit parked for a sync that no thread makes (a lost wakeup in group commit) would
-/// otherwise hang the test run instead of failing it.
-fn join_all<T: Send + 'static>(threads: Vec<thread::JoinHandle<T>>) -> Vec<T> {
-    let (done, joined) = mpsc::channel();
-    thread::spawn(move || {
-        let results: Vec<_> = threads.into_iter().map(|h| h.join()).collect();
-        let _ = done.send(results);
-    });
-    joined
-        .recv_timeout(STALLED)
-        .unwrap_or_else(|_| {
-            panic!("committing threads still waiting after {STALLED:?}: a commit waits for a sync no thread makes")
-        })
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        .collect()
 }
 
 #[test]

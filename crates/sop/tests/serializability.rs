@@ -18,6 +18,8 @@
 //! an uncommitted version.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,9 +219,9 @@ fn run(durability: Durability, seed: u64) {
         })
     };
 
-    let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+    let results = common::join_all(workers);
     done.store(true, Ordering::SeqCst);
-    let given_up: u64 = results.into_iter().map(|r| r.unwrap()).sum();
+    let given_up: u64 = results.into_iter().sum();
     let snapshots = reader.join().unwrap();
     let committed = Arc::try_unwrap(committed).unwrap().into_inner().unwrap();
     eprintln!(
