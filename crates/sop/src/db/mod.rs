@@ -275,16 +275,19 @@ impl Shared {
             self.sync_running.store(false, Ordering::Relaxed);
             match r {
                 Ok(state) => {
-                    if state.seq > s.synced {
-                        s.synced = state.seq;
-                        // A failure here (a poisoned lock) fails every waiter, woken below,
-                        // rather than leaving them parked.
-                        if let Err(e) = self.publish(state) {
-                            s.failed = Some((
-                                self.opts.path.clone(),
-                                std::io::ErrorKind::Other,
-                                e.to_string(),
-                            ));
+                    let seq = state.seq;
+                    if seq > s.synced {
+                        // Acknowledged once published too: a failure here (a poisoned lock)
+                        // fails every waiter, woken below, rather than leaving them parked.
+                        match self.publish(state) {
+                            Ok(()) => s.synced = seq,
+                            Err(e) => {
+                                s.failed = Some((
+                                    self.opts.path.clone(),
+                                    std::io::ErrorKind::Other,
+                                    e.to_string(),
+                                ))
+                            }
                         }
                     }
                 }
