@@ -215,12 +215,33 @@ impl Shared {
     /// Marks `state` durable and publishes it.
     pub(crate) fn mark_synced(&self, state: Arc<DbState>) -> Result<()> {
         let mut s = self.sync.lock().map_err(poisoned)?;
-        if state.seq > s.synced {
-            s.synced = state.seq;
-            self.publish(state)?;
-        }
+        let r = self.record_synced(&mut s, state);
         s.wake();
-        Ok(())
+        r
+    }
+
+    /// Publishes `state`, just made durable, and only then advances the synced seq to it
+    /// (a commit is acknowledged once durable and published). A failed publish (a poisoned
+    /// lock) is recorded as the sync's failure, so the waiters get it rather than stay parked.
+    fn record_synced(&self, s: &mut SyncState, state: Arc<DbState>) -> Result<()> {
+        let seq = state.seq;
+        if seq <= s.synced {
+            return Ok(());
+        }
+        match self.publish(state) {
+            Ok(()) => {
+                s.synced = seq;
+                Ok(())
+            }
+            Err(e) => {
+                s.failed = Some((
+                    self.opts.path.clone(),
+                    std::io::ErrorKind::Other,
+                    e.to_string(),
+                ));
+                Err(e)
+            }
+        }
     }
 
     /// Syncs everything written, under the commit lock, and publishes the latest state.
@@ -275,21 +296,9 @@ impl Shared {
             self.sync_running.store(false, Ordering::Relaxed);
             match r {
                 Ok(state) => {
-                    let seq = state.seq;
-                    if seq > s.synced {
-                        // Acknowledged once published too: a failure here (a poisoned lock)
-                        // fails every waiter, woken below, rather than leaving them parked.
-                        match self.publish(state) {
-                            Ok(()) => s.synced = seq,
-                            Err(e) => {
-                                s.failed = Some((
-                                    self.opts.path.clone(),
-                                    std::io::ErrorKind::Other,
-                                    e.to_string(),
-                                ))
-                            }
-                        }
-                    }
+                    // A failure is recorded in `s.failed`: every waiter, this one included,
+                    // gets it from the loop.
+                    let _ = self.record_synced(&mut s, state);
                 }
                 Err(Error::Io { path, source }) => {
                     s.failed = Some((path, source.kind(), source.to_string()));
