@@ -3,6 +3,8 @@
 //! coordinator and real multi-process runs are tested in `sop-redis`).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -257,10 +259,7 @@ fn bank(coord: Arc<dyn Coordinator>, transfers_per_thread: u64) -> u64 {
             lost
         }));
     }
-    let mut lost = 0;
-    for w in workers {
-        lost += w.join().unwrap();
-    }
+    let lost: u64 = common::join_all(workers).into_iter().sum();
     for db in &handles {
         let tx = db.begin(TransactionMode::ForReading).unwrap();
         let acc = tx.open_btree::<u64, i64>("acc").unwrap();

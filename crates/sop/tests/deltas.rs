@@ -25,6 +25,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -1557,10 +1559,10 @@ fn merged_and_concurrent_commits_into_one_leaf() {
     // Threads committing single items into the same leaf at once.
     let threads = 4u32;
     let per_thread = 40u32;
-    std::thread::scope(|scope| {
-        for t in 0..threads {
+    let workers = (0..threads)
+        .map(|t| {
             let db = db.clone();
-            scope.spawn(move || {
+            std::thread::spawn(move || {
                 for j in 0..per_thread {
                     let k = key(1000 + t * per_thread + j);
                     let v = value(u64::from(t), j, 40 + (j as usize % 50));
@@ -1578,9 +1580,10 @@ fn merged_and_concurrent_commits_into_one_leaf() {
                         .unwrap();
                     }
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    common::join_all(workers);
     for t in 0..threads {
         for j in (0..per_thread).filter(|j| j % 2 == 0) {
             model.insert(
