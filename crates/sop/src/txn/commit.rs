@@ -33,7 +33,7 @@ use crate::btree::{Item, KeyBuf, Node, Order, SearchIndex, ValueRef, delta};
 use crate::codec::Writer;
 use crate::db::{CommitCtx, Shared};
 use crate::error::{Error, Result};
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, FastSet};
 use crate::log::record::{self, ImageId, Kind, image_prefix};
 use crate::options::{TransactionMode, ValuePlacement};
 use crate::registry::{Chain, Entry, Location, LogicalId};
@@ -307,7 +307,11 @@ impl Batch {
             base,
             chain,
             node: node.map(|(node, pack)| {
-                if self.build_cache_entries {
+                // A pending insert is built after the write even in a large commit: by then
+                // the transaction has let go of the leaf it applies to (see
+                // `TxnState::free_working_set`), which then usually takes the insert in
+                // place instead of being copied.
+                if self.build_cache_entries && matches!(node, NewNode::Ready(_)) {
                     ForCache::Built(ForCache::build(node, pack))
                 } else {
                     ForCache::Later { node, pack }
@@ -454,7 +458,7 @@ fn after_write(
     seq: u64,
     housekeeping: bool,
 ) -> Result<()> {
-    st.free_working_set();
+    st.free_working_set(&fill.built_in_place());
     st.release_snapshot();
     fill.fill(shared);
     shared.free_retired();
@@ -1276,6 +1280,22 @@ impl SpareBuffers {
 pub(crate) struct CacheFill(Vec<(Location, ForCache)>);
 
 impl CacheFill {
+    /// The committed leaves that pending inserts are to be applied to when the fill builds
+    /// them (identified by address, never dereferenced): a transaction lets go of its own
+    /// handles to these before the fill, so that it can take their items in place.
+    pub(crate) fn built_in_place(&self) -> FastSet<usize> {
+        self.0
+            .iter()
+            .filter_map(|(_, c)| match c {
+                ForCache::Later {
+                    node: NewNode::Insert(leaf, ..),
+                    ..
+                } => Some(Arc::as_ptr(leaf) as usize),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Builds the entries and inserts them into the cache. A record is immutable and its
     /// location never reused while referenced, so an entry inserted late (after a later
     /// commit replaced it) is only evicted late, never wrong.

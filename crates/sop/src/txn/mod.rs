@@ -25,10 +25,10 @@ pub(crate) use commit::{HistEntry, History, SpareBuffers, StoreWrites, relocate,
 pub(crate) use nodes::{Seen, TxnStore, load_node};
 pub(crate) use prepared::Prepared;
 
-use crate::btree::{Order, Pos, Shape};
+use crate::btree::{Node, Order, Pos, Shape};
 use crate::db::Shared;
 use crate::error::{Error, Result};
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, FastSet};
 use crate::options::{StoreOptions, TransactionMode};
 use crate::registry::LogicalId;
 use crate::state::{DbState, StoreId, StoreMeta};
@@ -261,7 +261,7 @@ impl TxnState {
                     ctx.space.release(seg);
                 }
             }
-            self.free_working_set();
+            self.free_working_set(&FastSet::default());
             self.cursors.clear();
         }
     }
@@ -280,7 +280,12 @@ impl TxnState {
     /// usually freed with them: the cache has let go of those). A commit calls it as soon as
     /// its record is written, before it waits for the sync: after the sync's sleep that memory
     /// has left the caches, and freeing it costs several times more (ADR 0007).
-    pub(crate) fn free_working_set(&mut self) {
+    ///
+    /// The handles to the nodes in `in_place` (by address: the leaves the cache fill is to
+    /// apply pending inserts to, see `CacheFill::built_in_place`) are dropped here even when
+    /// the rest is dropped on another thread: the fill holds those nodes too, so dropping them
+    /// frees nothing, and the fill then finds them unshared and inserts in place.
+    pub(crate) fn free_working_set(&mut self, in_place: &FastSet<usize>) {
         let nodes = self.seen.len()
             + self
                 .stores
@@ -290,6 +295,14 @@ impl TxnState {
         let mut stores = std::mem::take(&mut self.stores);
         let mut seen = std::mem::take(&mut self.seen);
         if nodes >= DROP_ASIDE_NODES {
+            if !in_place.is_empty() {
+                let keep = |n: &Arc<Node>| !in_place.contains(&(Arc::as_ptr(n) as usize));
+                seen.retain(|_, s| keep(&s.node));
+                for ts in stores.values_mut() {
+                    ts.originals.retain(|_, n| keep(n));
+                    ts.dirty.retain(|_, d| keep(d.committed_leaf()));
+                }
+            }
             drop_aside((stores, seen));
             return;
         }

@@ -79,6 +79,11 @@ impl Dirty {
         }
     }
 
+    /// The node held: the committed leaf while an insert is pending, else the changed node.
+    pub fn committed_leaf(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     /// The changed node when no insert is pending.
     pub fn ready(&self) -> Option<&Arc<Node>> {
         self.pending.is_none().then_some(&self.node)
