@@ -28,16 +28,18 @@ pub fn remove<S: NodeStore>(
     if !landing.same {
         return Ok(None);
     }
-    let (removed, left) = match store.node_mut(leaf_id)? {
-        // `pos` is the first item >= (key, id): with duplicates, it must be that very item.
-        Node::Leaf(items)
-            if items
-                .get(pos)
-                .is_some_and(|it| shape.order.unique || it.id == id) =>
-        {
-            (items.remove(pos), items.len())
-        }
-        _ => return Ok(None),
+    // `pos` is the first item >= (key, id): with duplicates, it must be that very item.
+    let unique = shape.order.unique;
+    // A removal that leaves a non-root leaf at least `min_fill` full may be kept pending.
+    let min_left = if leaf_id == *root {
+        usize::MAX
+    } else {
+        shape.min_fill()
+    };
+    let Some((removed, left)) =
+        store.remove_in_leaf(leaf_id, pos, &|it| unique || it.id == id, min_left)?
+    else {
+        return Ok(None);
     };
     // A non-root leaf still at least `min_fill` full needs nothing more.
     if leaf_id == *root || left < shape.min_fill() {

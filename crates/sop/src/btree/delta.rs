@@ -111,6 +111,19 @@ pub fn insert_one(base: &[Item], pos: usize, item: &Item, w: &mut Writer) {
     item.encode(w, context_lo(base));
 }
 
+/// Appends the edit that removes the item at position `pos` of `base` (what [`diff`] writes
+/// for that change, without walking the leaf).
+pub fn remove_one(base: &[Item], pos: usize, w: &mut Writer) {
+    w.varint(base.len() as u64);
+    w.varint(base.len().saturating_sub(1) as u64);
+    if pos > 0 {
+        w.u8(KEEP);
+        w.varint(pos as u64);
+    }
+    w.u8(DROP);
+    w.varint(1);
+}
+
 /// Byte-for-byte the same item (a value shared with the base compares by pointer).
 fn same(a: &Item, b: &Item) -> bool {
     a.id == b.id
@@ -335,6 +348,23 @@ mod tests {
             new.insert(pos, it.clone());
             let mut one = Writer::default();
             insert_one(&base, pos, &it, &mut one);
+            let mut full = Writer::default();
+            prop_assert!(diff(&order(), &base, &new, usize::MAX, &mut full));
+            prop_assert_eq!(&one.buf, &full.buf);
+            prop_assert_eq!(apply(&base, &one.buf), Ok(new));
+        }
+
+        #[test]
+        fn one_removal_is_the_diff_of_it(
+            base in prop::collection::btree_map(0u16..300, any::<u8>(), 1..80),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let base = leaf(&base);
+            let pos = at.index(base.len());
+            let mut new = base.clone();
+            new.remove(pos);
+            let mut one = Writer::default();
+            remove_one(&base, pos, &mut one);
             let mut full = Writer::default();
             prop_assert!(diff(&order(), &base, &new, usize::MAX, &mut full));
             prop_assert_eq!(&one.buf, &full.buf);

@@ -119,6 +119,27 @@ impl SearchIndex {
         true
     }
 
+    /// The index of this leaf without its item `item` at `pos`, without walking the leaf;
+    /// `None` when it is either end (the common prefix may grow: build it with
+    /// [`SearchIndex::of`]).
+    #[must_use]
+    pub fn with_removed(&self, pos: usize, item: &Item) -> Option<Self> {
+        let mut shrunk = self.clone();
+        shrunk.remove(pos, item).then_some(shrunk)
+    }
+
+    /// [`SearchIndex::with_removed`] in place: `false` (and unchanged) when `pos` is either
+    /// end.
+    pub fn remove(&mut self, pos: usize, item: &Item) -> bool {
+        if pos == 0 || pos + 1 >= self.words.len() {
+            return false;
+        }
+        self.words.remove(pos);
+        self.leaf_bytes = self.leaf_bytes.saturating_sub(item.encoded_len());
+        self.loose = self.loose.saturating_sub(usize::from(item.is_loose()));
+        true
+    }
+
     /// Marks the index as that of the leaf's packed copy ([`SearchIndex::packed`]).
     pub fn set_packed(&mut self) {
         self.loose = 0;
@@ -295,6 +316,27 @@ mod tests {
                 prop_assert_eq!(&in_place.words, &rebuilt.words);
                 prop_assert_eq!(in_place.leaf_bytes, rebuilt.leaf_bytes);
                 prop_assert_eq!(in_place.loose, rebuilt.loose);
+            }
+            // Removing a key inside the leaf patches the index as a rebuild would.
+            for pos in 1..keys.len().saturating_sub(1) {
+                let mut shrunk = items.clone();
+                let it = shrunk.remove(pos);
+                let rebuilt = SearchIndex::of(&Node::Leaf(shrunk));
+                let patched = li.with_removed(pos, &it).expect("an inside removal patches");
+                prop_assert_eq!(&patched.words, &rebuilt.words);
+                prop_assert_eq!(&patched.common, &rebuilt.common);
+                prop_assert_eq!(patched.common16, rebuilt.common16);
+                prop_assert_eq!(patched.leaf_bytes, rebuilt.leaf_bytes);
+                prop_assert_eq!(patched.loose, rebuilt.loose);
+            }
+            // Removing either end may grow the common prefix: neither patches.
+            for pos in [0, keys.len().saturating_sub(1), keys.len()] {
+                let mut end = li.clone();
+                if let Some(it) = items.get(pos) {
+                    prop_assert!(li.with_removed(pos, it).is_none());
+                    prop_assert!(!end.remove(pos, it));
+                    prop_assert_eq!(&end.words, &li.words);
+                }
             }
             // At either end the common prefix may shrink: neither patches.
             let mut at_end = li.clone();

@@ -118,6 +118,20 @@ pub trait NodeStore {
     fn insert_in_leaf(&mut self, id: LogicalId, pos: usize, item: Item) -> Result<usize> {
         insert_now(self, id, pos, item)
     }
+    /// Removes the item at `pos` of leaf `id` when `wanted` accepts it; returns it and the
+    /// leaf's new length (`None` when the item is not wanted or there is none). A store may
+    /// keep the removal pending until the leaf is read or changed again when the leaf keeps
+    /// more than `min_left` items.
+    fn remove_in_leaf(
+        &mut self,
+        id: LogicalId,
+        pos: usize,
+        wanted: &dyn Fn(&Item) -> bool,
+        min_left: usize,
+    ) -> Result<Option<(Item, usize)>> {
+        let _ = min_left;
+        remove_now(self, id, pos, wanted)
+    }
     /// Stores a new node, returning its new logical id.
     fn alloc(&mut self, node: Node) -> Result<LogicalId>;
     /// Frees a node that is no longer referenced.
@@ -145,6 +159,23 @@ pub(crate) fn insert_now<S: NodeStore + ?Sized>(
     };
     items.insert(pos, item);
     Ok(items.len())
+}
+
+/// Removes the item at `pos` of leaf `id` through [`NodeStore::node_mut`] when `wanted`
+/// accepts it; returns it and the leaf's new length.
+pub(crate) fn remove_now<S: NodeStore + ?Sized>(
+    store: &mut S,
+    id: LogicalId,
+    pos: usize,
+    wanted: &dyn Fn(&Item) -> bool,
+) -> Result<Option<(Item, usize)>> {
+    match store.node_mut(id)? {
+        Node::Leaf(items) if items.get(pos).is_some_and(wanted) => {
+            let removed = items.remove(pos);
+            Ok(Some((removed, items.len())))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The shape parameters of one tree.

@@ -737,6 +737,19 @@ impl Node {
         n
     }
 
+    /// A copy of this leaf, changed, without its item at `pos` (an internal node, or a
+    /// position past the end, is copied unchanged).
+    #[must_use]
+    pub fn with_removed(&self, pos: usize) -> Node {
+        let mut n = self.to_changed();
+        if let Node::Leaf(items) = &mut n
+            && pos < items.len()
+        {
+            items.remove(pos);
+        }
+        n
+    }
+
     /// A copy of a leaf whose larger values are ranges of one new buffer (see
     /// [`InlineValue`]), or `None` when that gains too little: not a leaf, or fewer than
     /// `min_loose` (at least one) values outside the buffer the others are in.

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use super::access::sorted_keys;
 use super::keylist::KeyList;
 use super::nodes;
-use super::nodes::{Dirty, PendingInsert};
+use super::nodes::{Dirty, PendingInsert, PendingRemove};
 use super::prepared::{self, Prepared, PreparedStore};
 use super::{TxnState, TxnStore};
 use crate::btree::{Item, KeyBuf, Node, Order, SearchIndex, ValueRef, delta};
@@ -125,6 +125,8 @@ enum NewNode {
     /// A committed leaf, its search index, and an item to insert into it at a position (see
     /// [`Dirty`]).
     Insert(Arc<Node>, Arc<SearchIndex>, usize, Item),
+    /// A committed leaf, its search index, and the position of an item to remove from it.
+    Remove(Arc<Node>, Arc<SearchIndex>, usize),
 }
 
 impl NewNode {
@@ -133,6 +135,7 @@ impl NewNode {
         let (mut leaf, mut index, pos, item) = match self {
             NewNode::Ready(n) => return (n, None),
             NewNode::Insert(leaf, index, pos, item) => (leaf, index, pos, item),
+            NewNode::Remove(leaf, index, pos) => return Self::removed(leaf, index, pos),
         };
         // The replaced version's index, patched in place when nothing else holds it.
         let patched = match Arc::get_mut(&mut index) {
@@ -150,6 +153,39 @@ impl NewNode {
                 leaf
             }
             None => Arc::new(leaf.with_inserted(pos, item)),
+        };
+        (node, patched)
+    }
+}
+
+impl NewNode {
+    /// [`NewNode::into_node`] of a pending removal.
+    fn removed(
+        mut leaf: Arc<Node>,
+        mut index: Arc<SearchIndex>,
+        pos: usize,
+    ) -> (Arc<Node>, Option<Arc<SearchIndex>>) {
+        let Node::Leaf(items) = &*leaf else {
+            return (leaf, None);
+        };
+        let Some(item) = items.get(pos) else {
+            return (leaf, None);
+        };
+        let patched = match Arc::get_mut(&mut index) {
+            Some(own) => own.remove(pos, item).then_some(index),
+            None => index.with_removed(pos, item).map(Arc::new),
+        };
+        let node = match Arc::get_mut(&mut leaf) {
+            // As for an insert: the version it replaces is taken when no one else holds it.
+            Some(node) => {
+                if let Node::Leaf(items) = node
+                    && pos < items.len()
+                {
+                    items.remove(pos);
+                }
+                leaf
+            }
+            None => Arc::new(leaf.with_removed(pos)),
         };
         (node, patched)
     }
@@ -389,6 +425,41 @@ impl Batch {
             id,
             over,
             NewNode::Insert(Arc::clone(leaf), Arc::clone(index), pos, item.clone()),
+        );
+        true
+    }
+
+    /// Frames the removal of the item at `pos` from `leaf` (the version `over.prev`) as a
+    /// delta, as [`Batch::add_insert_delta`] frames an insert.
+    fn add_remove_delta(
+        &mut self,
+        id: ImageId,
+        pending: &PendingRemove<'_>,
+        over: &DeltaOver<'_>,
+    ) -> bool {
+        let Some(item) = pending.item() else {
+            return false;
+        };
+        let full = pending
+            .index
+            .leaf_bytes()
+            .saturating_sub(item.encoded_len());
+        let Some(limit) = delta_limit(full, over) else {
+            return false;
+        };
+        self.scratch.buf.clear();
+        delta::remove_one(over.items, pending.pos, &mut self.scratch);
+        if self.scratch.len() > limit {
+            return false;
+        }
+        self.frame_delta(
+            id,
+            over,
+            NewNode::Remove(
+                Arc::clone(pending.leaf),
+                Arc::clone(pending.index),
+                pending.pos,
+            ),
         );
         true
     }
@@ -1023,10 +1094,10 @@ fn encode_node(
             .delta_base()
             .filter(|_| chain_seg == Some(entry.loc.seg))
             .and_then(|base| Some((base, entry.chain.then(entry.loc.len)?)));
-        // A pending insert applies to the committed version: written as it is over that
-        // version (a full image, or a delta whose chain it extends).
-        if let Some(pending) = d.pending()
-            && let Node::Leaf(items) = &**pending.leaf
+        // A pending insert or removal applies to the committed version: written as it is
+        // over that version (a full image, or a delta whose chain it extends).
+        if d.has_pending()
+            && let Node::Leaf(items) = &**d.committed_leaf()
             && let Some((base, chain)) = match entry.delta_base() {
                 None => Some((entry.loc, Chain::first())),
                 Some(_) => chain,
@@ -1038,7 +1109,12 @@ fn encode_node(
                 base,
                 chain,
             };
-            if b.add_insert_delta(img, &pending, &over) {
+            let framed = match (d.pending_insert(), d.pending_remove()) {
+                (Some(insert), _) => b.add_insert_delta(img, &insert, &over),
+                (None, Some(remove)) => b.add_remove_delta(img, &remove, &over),
+                (None, None) => false,
+            };
+            if framed {
                 b.chained |= entry.delta_base().is_some();
                 return Ok(());
             }
@@ -1288,7 +1364,7 @@ impl CacheFill {
             .iter()
             .filter_map(|(_, c)| match c {
                 ForCache::Later {
-                    node: NewNode::Insert(leaf, ..),
+                    node: NewNode::Insert(leaf, ..) | NewNode::Remove(leaf, ..),
                     ..
                 } => Some(Arc::as_ptr(leaf) as usize),
                 _ => None,

@@ -19,19 +19,19 @@ use crate::state::{DbState, StoreId, StoreMeta};
 
 /// A node changed by the transaction.
 ///
-/// A committed leaf whose only change is one inserted item keeps that insert pending (the
-/// committed leaf is shared, not copied): the commit writes it as a one-insert delta and the
-/// new leaf is built after the write, while the device works, not in the `add` (ADR 0007).
-/// Every other use of the node settles the insert first ([`Dirty::node`]).
+/// A committed leaf whose only change is one inserted or one removed item keeps that change
+/// pending (the committed leaf is shared, not copied): the commit writes it as a one-item
+/// delta and the new leaf is built after the write, while the device works, usually in place
+/// once the transaction has let go of the committed version (ADR 0007). Every other use of
+/// the node settles the change first ([`Dirty::node`]).
 ///
-/// Invariant: with `pending`, `node` is the committed leaf of version `base` and the item
-/// has an inline value.
+/// Invariant: with `pending`, `node` is the committed leaf of version `base`, and the item
+/// inserted or removed has an inline value.
 #[derive(Debug, Clone)]
 pub(crate) struct Dirty {
     node: Arc<Node>,
-    /// An item to insert into `node` at this position, not applied yet, and `node`'s search
-    /// index.
-    pending: Option<(usize, Item, Arc<SearchIndex>)>,
+    /// A change to `node` not applied yet, and `node`'s search index.
+    pending: Option<(Pending, Arc<SearchIndex>)>,
     /// Version of the committed node it replaces (0 for a new node).
     pub base: u64,
     /// Search index of an internal node, built when it is searched again and again and
@@ -39,6 +39,25 @@ pub(crate) struct Dirty {
     pub index: Option<SearchIndex>,
     /// Searches of an internal node since it last changed, up to [`INDEX_AFTER`].
     pub searches: u8,
+}
+
+/// A change kept pending on a committed leaf (see [`Dirty`]).
+#[derive(Debug, Clone)]
+enum Pending {
+    /// This item inserted at this position.
+    Insert(usize, Item),
+    /// The item at this position removed.
+    Remove(usize),
+}
+
+impl Pending {
+    /// A copy of `leaf` with the change applied.
+    fn applied_to(self, leaf: &Node) -> Node {
+        match self {
+            Pending::Insert(pos, item) => leaf.with_inserted(pos, item),
+            Pending::Remove(pos) => leaf.with_removed(pos),
+        }
+    }
 }
 
 impl Dirty {
@@ -52,53 +71,80 @@ impl Dirty {
         }
     }
 
-    /// Applies a pending insert (copies the leaf).
-    fn settle(&mut self) {
-        if let Some((pos, item, _)) = self.pending.take() {
-            self.node = Arc::new(self.node.with_inserted(pos, item));
+    /// A committed leaf (of version `base`, with search index `index`) with `change`
+    /// pending.
+    fn pending(node: Arc<Node>, base: u64, change: Pending, index: Arc<SearchIndex>) -> Dirty {
+        Dirty {
+            pending: Some((change, index)),
+            ..Dirty::new(node, base)
         }
     }
 
-    /// The changed node (a pending insert applied first).
+    /// Applies a pending change (copies the leaf).
+    fn settle(&mut self) {
+        if let Some((change, _)) = self.pending.take() {
+            self.node = Arc::new(change.applied_to(&self.node));
+        }
+    }
+
+    /// The changed node (a pending change applied first).
     pub fn node(&mut self) -> &Arc<Node> {
         self.settle();
         &self.node
     }
 
-    /// The changed node, to change further (a pending insert applied first).
+    /// The changed node, to change further (a pending change applied first).
     pub fn node_mut(&mut self) -> &mut Arc<Node> {
         self.settle();
         &mut self.node
     }
 
-    /// The changed node, leaving a pending insert pending (applied to a copy).
+    /// The changed node, leaving a pending change pending (applied to a copy).
     pub fn current(&self) -> Arc<Node> {
         match &self.pending {
-            Some((pos, item, _)) => Arc::new(self.node.with_inserted(*pos, item.clone())),
+            Some((change, _)) => Arc::new(change.clone().applied_to(&self.node)),
             None => Arc::clone(&self.node),
         }
     }
 
-    /// The node held: the committed leaf while an insert is pending, else the changed node.
+    /// The node held: the committed leaf while a change is pending, else the changed node.
     pub fn committed_leaf(&self) -> &Arc<Node> {
         &self.node
     }
 
-    /// The changed node when no insert is pending.
+    /// The changed node when no change is pending.
     pub fn ready(&self) -> Option<&Arc<Node>> {
         self.pending.is_none().then_some(&self.node)
     }
 
+    /// True while a change to the committed leaf is pending.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// The insert pending into the committed leaf, if any.
-    pub fn pending(&self) -> Option<PendingInsert<'_>> {
-        self.pending
-            .as_ref()
-            .map(|(pos, item, index)| PendingInsert {
+    pub fn pending_insert(&self) -> Option<PendingInsert<'_>> {
+        match &self.pending {
+            Some((Pending::Insert(pos, item), index)) => Some(PendingInsert {
                 leaf: &self.node,
                 index,
                 pos: *pos,
                 item,
-            })
+            }),
+            _ => None,
+        }
+    }
+
+    /// The removal pending from the committed leaf, if any.
+    pub fn pending_remove(&self) -> Option<PendingRemove<'_>> {
+        match &self.pending {
+            Some((Pending::Remove(pos), index)) => Some(PendingRemove {
+                leaf: &self.node,
+                index,
+                pos: *pos,
+            }),
+            _ => None,
+        }
     }
 
     /// True when the node is a leaf (pending insert or not).
@@ -117,6 +163,26 @@ pub(crate) struct PendingInsert<'a> {
     pub pos: usize,
     /// The item.
     pub item: &'a Item,
+}
+
+/// A removal pending from a committed leaf (see [`Dirty`]).
+pub(crate) struct PendingRemove<'a> {
+    /// The committed leaf.
+    pub leaf: &'a Arc<Node>,
+    /// Its search index.
+    pub index: &'a Arc<SearchIndex>,
+    /// The position of the item removed.
+    pub pos: usize,
+}
+
+impl PendingRemove<'_> {
+    /// The item removed.
+    pub fn item(&self) -> Option<&Item> {
+        match &**self.leaf {
+            Node::Leaf(items) => items.get(self.pos),
+            Node::Internal { .. } => None,
+        }
+    }
 }
 
 /// Searches of a changed internal node after which it gets a search index. Building one
@@ -768,13 +834,41 @@ impl NodeStore for TxnNodes<'_> {
                 let store = &mut *self.store;
                 store.changes += 1;
                 store.originals.insert(id, Arc::clone(&node));
-                let mut d = Dirty::new(node, base);
-                d.pending = Some((pos, item, index));
+                let d = Dirty::pending(node, base, Pending::Insert(pos, item), index);
                 store.dirty.insert(id, d);
                 return Ok(len);
             }
         }
         btree::insert_now(self, id, pos, item)
+    }
+
+    fn remove_in_leaf(
+        &mut self,
+        id: LogicalId,
+        pos: usize,
+        wanted: &dyn Fn(&Item) -> bool,
+        min_left: usize,
+    ) -> Result<Option<(Item, usize)>> {
+        // The first change of a committed leaf, one removal of an item with an inline value
+        // that leaves the leaf full enough: keep it pending (see `Dirty`).
+        if !self.store.dirty.contains_key(&id) {
+            let (node, base, index) = self.committed(id)?;
+            if let Node::Leaf(items) = &*node
+                && let Some(it) = items.get(pos)
+                && wanted(it)
+                && matches!(it.value, ValueRef::Inline(_))
+                && items.len() > min_left
+            {
+                let (item, left) = (it.clone(), items.len() - 1);
+                let store = &mut *self.store;
+                store.changes += 1;
+                store.originals.insert(id, Arc::clone(&node));
+                let d = Dirty::pending(node, base, Pending::Remove(pos), index);
+                store.dirty.insert(id, d);
+                return Ok(Some((item, left)));
+            }
+        }
+        btree::remove_now(self, id, pos, wanted)
     }
 
     fn alloc(&mut self, node: Node) -> Result<LogicalId> {

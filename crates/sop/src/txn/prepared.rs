@@ -43,12 +43,12 @@ pub(crate) enum Change {
 pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result<Vec<Change>> {
     let sid = ts.meta.id;
     let mut old: FastMap<ItemId, Item> = FastMap::default();
-    // A leaf whose only change is a pending insert is the committed leaf itself (see
-    // `Dirty`): that insert is its whole diff, found without comparing its items.
+    // A leaf whose only change is a pending insert or removal is the committed leaf itself
+    // (see `Dirty`): that change is its whole diff, found without comparing its items.
     let touched = ts
         .dirty
         .iter()
-        .filter(|(_, d)| d.base > 0 && d.pending().is_none())
+        .filter(|(_, d)| d.base > 0 && !d.has_pending())
         .map(|(id, _)| *id)
         .chain(ts.freed.iter().copied());
     for id in touched {
@@ -62,8 +62,14 @@ pub(crate) fn diff(shared: &Shared, ts: &TxnStore, snapshot: &DbState) -> Result
     }
     let mut changes = Vec::new();
     for d in ts.dirty.values() {
-        if let Some(p) = d.pending() {
+        if let Some(p) = d.pending_insert() {
             changes.push(Change::Add(p.item.clone()));
+            continue;
+        }
+        if let Some(p) = d.pending_remove() {
+            if let Some(it) = p.item() {
+                changes.push(Change::Remove(it.key.clone(), it.id));
+            }
             continue;
         }
         let node = d.current();
