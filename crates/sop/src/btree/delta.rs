@@ -187,14 +187,29 @@ pub fn apply_chain<'a>(
     }
     // Within a version every index is distinct (an edit keeps each index of the version
     // before it at most once, and a new item gets a new one): each inserted item is taken
-    // once, and the error below cannot happen (it stands in for a panic).
-    cur.into_iter()
-        .map(|at| match at.checked_sub(base.len()) {
-            None => Ok(base[at].clone()),
-            Some(j) => inserted[j].take().ok_or(REPEATED),
-        })
-        .collect::<Result<Vec<Item>, DecodeError>>()
-        .map_err(|e| (last, e))
+    // once, and the error below cannot happen (it stands in for a panic). Runs of the base's
+    // items are copied a run at a time (see `node::extend_copied`).
+    let mut out = Vec::with_capacity(cur.len());
+    let mut i = 0;
+    while let Some(&at) = cur.get(i) {
+        if at < base.len() {
+            let run = cur[i..]
+                .iter()
+                .zip(at..base.len())
+                .take_while(|(c, b)| **c == *b)
+                .count();
+            super::node::extend_copied(&mut out, &base[at..at + run]);
+            i += run;
+        } else {
+            let item = inserted
+                .get_mut(at - base.len())
+                .and_then(Option::take)
+                .ok_or((last, REPEATED))?;
+            out.push(item);
+            i += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// What [`apply_chain`] would report if an index were used twice (it cannot be).

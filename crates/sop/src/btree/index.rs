@@ -16,7 +16,7 @@
 
 use std::cmp::Ordering;
 
-use super::node::{Item, KeyBuf, Node, Sep};
+use super::node::{Item, KeyBuf, LooseCensus, Node, Sep};
 use super::probe_prefix;
 
 /// The search index of one node (see the module documentation).
@@ -55,23 +55,46 @@ impl SearchIndex {
     #[must_use]
     pub fn of(node: &Node) -> SearchIndex {
         match node {
-            Node::Leaf(items) => SearchIndex {
-                leaf_bytes: items.iter().map(Item::encoded_len).sum(),
-                loose: node.loose_values(),
-                ..Self::build(items.len(), |i| &items[i].key)
-            },
-            Node::Internal { seps, .. } => Self::build(seps.len(), |i| &seps[i].key),
+            Node::Leaf(items) => {
+                // One walk of the items: their words, encoded length and loose values.
+                let mut leaf_bytes = 0;
+                let mut census = LooseCensus::default();
+                let index = Self::build(
+                    items.len(),
+                    |i| &items[i].key,
+                    |i| {
+                        leaf_bytes += items[i].encoded_len();
+                        census.add(&items[i]);
+                    },
+                );
+                SearchIndex {
+                    leaf_bytes,
+                    loose: census.loose,
+                    ..index
+                }
+            }
+            Node::Internal { seps, .. } => Self::build(seps.len(), |i| &seps[i].key, |_| {}),
         }
     }
 
-    fn build<'a>(n: usize, key: impl Fn(usize) -> &'a KeyBuf) -> SearchIndex {
+    /// The index of `n` sorted keys, `key(i)` the `i`th; `each(i)` is called for each too.
+    fn build<'a>(
+        n: usize,
+        key: impl Fn(usize) -> &'a KeyBuf,
+        mut each: impl FnMut(usize),
+    ) -> SearchIndex {
         if n == 0 {
             return SearchIndex::default();
         }
         // Keys are sorted: the common prefix of all is that of the first and the last.
         let (first, last): (&[u8], &[u8]) = (key(0), key(n - 1));
         let c = first.iter().zip(last).take_while(|(a, b)| a == b).count();
-        let words = (0..n).map(|i| key(i).word_at(c)).collect();
+        let words = (0..n)
+            .map(|i| {
+                each(i);
+                key(i).word_at(c)
+            })
+            .collect();
         SearchIndex {
             common: first[..c].into(),
             common16: probe_prefix(&first[..c]),

@@ -623,32 +623,42 @@ impl Clone for Node {
 ///
 /// Cloning item by item moves each 64-byte item through the stack and costs ~20 ns an item
 /// even when nothing in it is shared: 1.3 µs for a leaf of 70, a fifth of a batched insert's
-/// time, paid once per leaf a transaction changes (ADR 0007, session 19). One copy of the
+/// time, paid once per leaf a transaction changes (ADR 0011). One copy of the
 /// bytes and a pass over the handles costs a fifth of that for small values; the reference
 /// counts of shared values remain, one atomic increment each.
-#[allow(unsafe_code)]
 fn copy_items(src: &[Item], room: usize) -> Vec<Item> {
     let mut out: Vec<Item> = Vec::with_capacity(src.len() + room);
-    let dst = out.as_mut_ptr();
-    // SAFETY: `out` has capacity for `src.len()` items and nothing in it yet, and the two
-    // buffers are distinct allocations. After the copy every item in `dst` is a bitwise
-    // duplicate of one in `src`: its plain fields are valid copies, and its handles alias
-    // the source's without owning anything. The loop below gives each aliasing handle its
-    // own ownership, writing over it with `ptr::write` (the alias is not dropped) or taking
-    // one more reference count for it, so that once the length is set every item of `out`
-    // owns exactly what a `clone` would own. The length is set only after the loop: if a
-    // clone in it panicked, `out` would drop nothing and only leak the counts taken.
+    extend_copied(&mut out, src);
+    out
+}
+
+/// Appends a copy of `src` to `out` as [`copy_items`] copies (the bytes at once, then the
+/// handles cloned in place).
+#[allow(unsafe_code)]
+pub fn extend_copied(out: &mut Vec<Item>, src: &[Item]) {
+    out.reserve(src.len());
+    let len = out.len();
+    // SAFETY: after `reserve`, `out` has room for `src.len()` items past its length, and
+    // `out` and `src` are distinct allocations (`out` is borrowed mutably, `src` shared).
+    // After the copy every item past the length is a bitwise duplicate of one in `src`: its
+    // plain fields are valid copies, and its handles alias the source's without owning
+    // anything. The loop below gives each aliasing handle its own ownership, writing over it
+    // with `ptr::write` (the alias is not dropped) or taking one more reference count for it,
+    // so that once the length is set every new item of `out` owns exactly what a `clone`
+    // would own. The length is set only after the loop: if a clone in it panicked, `out`
+    // would not drop the copies and only leak the counts taken.
     // The destructuring and the matches below name every field and variant (no wildcard),
     // so a handle added to `Item`, `KeyBuf` or `ValueRef` fails to compile here rather than
     // be copied without being counted.
     unsafe {
+        let dst = out.as_mut_ptr().add(len);
         std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
         for (i, it) in src.iter().enumerate() {
             let Item { key, id: _, value } = it;
             match key {
                 KeyBuf::Inline { .. } => {}
                 KeyBuf::Heap(b) => {
-                    std::ptr::write(&raw mut (*dst.add(i)).key, KeyBuf::Heap(b.clone()))
+                    std::ptr::write(&raw mut (*dst.add(i)).key, KeyBuf::Heap(b.clone()));
                 }
             }
             match value {
@@ -659,9 +669,8 @@ fn copy_items(src: &[Item], room: usize) -> Vec<Item> {
                 ValueRef::Pending(a) => Arc::increment_strong_count(Arc::as_ptr(a)),
             }
         }
-        out.set_len(src.len());
+        out.set_len(len + src.len());
     }
-    out
 }
 
 const LEAF: u8 = 1;
@@ -678,18 +687,35 @@ fn packable(it: &Item) -> Option<&InlineValue> {
 /// Of a leaf's packable values: how many lie outside the buffer the first packed one is in,
 /// and their total length.
 fn pack_census(items: &[Item]) -> (usize, usize) {
-    let mut common: Option<&Arc<[u8]>> = None;
-    let mut loose = 0usize;
-    let mut total = 0usize;
-    for v in items.iter().filter_map(packable) {
-        total += v.len();
-        match (v, common) {
-            (InlineValue::Packed { buf, .. }, None) => common = Some(buf),
+    let mut census = LooseCensus::default();
+    items.iter().for_each(|it| census.add(it));
+    (census.loose, census.total)
+}
+
+/// [`pack_census`] one item at a time (for walks of a leaf that do more).
+#[derive(Default)]
+pub(crate) struct LooseCensus<'a> {
+    /// The buffer of the first packed value seen.
+    common: Option<&'a Arc<[u8]>>,
+    /// Packable values outside `common`.
+    pub loose: usize,
+    /// Total length of the packable values.
+    pub total: usize,
+}
+
+impl<'a> LooseCensus<'a> {
+    /// Counts the next item of the leaf.
+    pub fn add(&mut self, it: &'a Item) {
+        let Some(v) = packable(it) else {
+            return;
+        };
+        self.total += v.len();
+        match (v, self.common) {
+            (InlineValue::Packed { buf, .. }, None) => self.common = Some(buf),
             (InlineValue::Packed { buf, .. }, Some(c)) if Arc::ptr_eq(buf, c) => {}
-            _ => loose += 1,
+            _ => self.loose += 1,
         }
     }
-    (loose, total)
 }
 
 impl Node {
@@ -1071,6 +1097,18 @@ mod tests {
             drop(copy);
             assert_eq!(counts(), (2, 2, 3));
         }
+        // Appended after items already there, twice over.
+        let Node::Leaf(items) = &leaf else {
+            panic!("leaf")
+        };
+        let mut twice = vec![items[0].clone()];
+        extend_copied(&mut twice, items);
+        extend_copied(&mut twice, &items[1..]);
+        assert_eq!(counts(), (4, 4, 7));
+        assert_eq!(twice.len(), 2 * items.len());
+        assert_eq!(&twice[1..=items.len()], &items[..]);
+        assert_eq!(&twice[items.len() + 1..], &items[1..]);
+        drop(twice);
         drop(leaf);
         assert_eq!(counts(), (1, 1, 1));
     }

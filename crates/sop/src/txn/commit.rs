@@ -529,7 +529,7 @@ fn after_write(
     seq: u64,
     housekeeping: bool,
 ) -> Result<()> {
-    st.free_working_set(&fill.built_in_place());
+    st.free_working_set(|| fill.built_in_place());
     st.release_snapshot();
     fill.fill(shared);
     shared.free_retired();

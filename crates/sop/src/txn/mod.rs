@@ -261,7 +261,7 @@ impl TxnState {
                     ctx.space.release(seg);
                 }
             }
-            self.free_working_set(&FastSet::default());
+            self.free_working_set(FastSet::default);
             self.cursors.clear();
         }
     }
@@ -281,11 +281,12 @@ impl TxnState {
     /// its record is written, before it waits for the sync: after the sync's sleep that memory
     /// has left the caches, and freeing it costs several times more (ADR 0007).
     ///
-    /// The handles to the nodes in `in_place` (by address: the leaves the cache fill is to
-    /// apply pending inserts to, see `CacheFill::built_in_place`) are dropped here even when
-    /// the rest is dropped on another thread: the fill holds those nodes too, so dropping them
-    /// frees nothing, and the fill then finds them unshared and inserts in place.
-    pub(crate) fn free_working_set(&mut self, in_place: &FastSet<usize>) {
+    /// The handles to the nodes `in_place` returns (by address: the leaves the cache fill is to
+    /// apply pending changes to, see `CacheFill::built_in_place`; asked only of a large
+    /// working set) are dropped here even when the rest is dropped on another thread: the fill
+    /// holds those nodes too, so dropping them frees nothing, and the fill then finds them
+    /// unshared and changes them in place.
+    pub(crate) fn free_working_set(&mut self, in_place: impl FnOnce() -> FastSet<usize>) {
         let nodes = self.seen.len()
             + self
                 .stores
@@ -295,6 +296,7 @@ impl TxnState {
         let mut stores = std::mem::take(&mut self.stores);
         let mut seen = std::mem::take(&mut self.seen);
         if nodes >= DROP_ASIDE_NODES {
+            let in_place = in_place();
             if !in_place.is_empty() {
                 let keep = |n: &Arc<Node>| !in_place.contains(&(Arc::as_ptr(n) as usize));
                 seen.retain(|_, s| keep(&s.node));
