@@ -51,6 +51,15 @@ fn assert_holds(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()>
     Ok(())
 }
 
+/// Reopens the database in `dir` and asserts that store "s" holds what `model` holds and that
+/// the folder verifies.
+fn assert_reopened_holds(dir: &std::path::Path, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+    let db = open(dir)?;
+    assert_holds(&db, model)?;
+    assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
+    Ok(())
+}
+
 fn model_pairs(m: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -79,10 +88,7 @@ fn the_transaction_sees_its_pending_insert() -> Result<()> {
     model.insert(key(9), value(9, 2));
     tx.commit()?;
     drop((s, tx, db));
-    let db = open(dir.path())?;
-    assert_holds(&db, &model)?;
-    assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
-    Ok(())
+    assert_reopened_holds(dir.path(), &model)
 }
 
 #[test]
@@ -212,10 +218,7 @@ fn the_transaction_sees_its_pending_removal() -> Result<()> {
     model.remove(&key(16));
     tx.commit()?;
     drop((s, tx, db));
-    let db = open(dir.path())?;
-    assert_holds(&db, &model)?;
-    assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
-    Ok(())
+    assert_reopened_holds(dir.path(), &model)
 }
 
 #[test]
@@ -253,10 +256,7 @@ fn a_pending_removal_then_added_back_or_followed_by_an_insert_commits_the_result
         }
         assert_holds(&db, &model)?;
     }
-    let db = open(dir.path())?;
-    assert_holds(&db, &model)?;
-    assert!(db.verify()?.is_ok(), "{:?}", db.verify()?);
-    Ok(())
+    assert_reopened_holds(dir.path(), &model)
 }
 
 #[test]
