@@ -156,9 +156,7 @@ impl NewNode {
         };
         (node, patched)
     }
-}
 
-impl NewNode {
     /// [`NewNode::into_node`] of a pending removal.
     fn removed(
         mut leaf: Arc<Node>,
@@ -343,10 +341,10 @@ impl Batch {
             base,
             chain,
             node: node.map(|(node, pack)| {
-                // A pending insert is built after the write even in a large commit: by then
-                // the transaction has let go of the leaf it applies to (see
-                // `TxnState::free_working_set`), which then usually takes the insert in
-                // place instead of being copied.
+                // A pending insert or removal is built after the write even in a large
+                // commit: by then the transaction has let go of the leaf it applies to (see
+                // `TxnState::free_working_set`), which then usually takes the change in place
+                // instead of being copied.
                 if self.build_cache_entries && matches!(node, NewNode::Ready(_)) {
                     ForCache::Built(ForCache::build(node, pack))
                 } else {
@@ -1356,9 +1354,9 @@ impl SpareBuffers {
 pub(crate) struct CacheFill(Vec<(Location, ForCache)>);
 
 impl CacheFill {
-    /// The committed leaves that pending inserts are to be applied to when the fill builds
-    /// them (identified by address, never dereferenced): a transaction lets go of its own
-    /// handles to these before the fill, so that it can take their items in place.
+    /// The committed leaves that pending inserts and removals are to be applied to when the
+    /// fill builds them (identified by address, never dereferenced): a transaction lets go of
+    /// its own handles to these before the fill, so that it can change them in place.
     pub(crate) fn built_in_place(&self) -> FastSet<usize> {
         self.0
             .iter()

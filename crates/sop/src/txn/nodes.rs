@@ -147,7 +147,7 @@ impl Dirty {
         }
     }
 
-    /// True when the node is a leaf (pending insert or not).
+    /// True when the node is a leaf (a change pending or not).
     pub fn is_leaf(&self) -> bool {
         matches!(*self.node, Node::Leaf(_))
     }
