@@ -368,8 +368,8 @@ fn get_id(r: &mut Reader<'_>, lo: u64) -> Result<(ItemId, u8), DecodeError> {
 }
 
 impl Item {
-    /// True when its value would count among a leaf's loose values ([`Node::loose_values`])
-    /// as a new item: packable and not in a leaf's buffer.
+    /// True when its value would count among a leaf's loose values (those [`Node::packed`]
+    /// would move into the leaf's buffer) as a new item: packable and not in a leaf's buffer.
     #[must_use]
     pub fn is_loose(&self) -> bool {
         matches!(&self.value, ValueRef::Inline(v) if v.packable() && !matches!(v, InlineValue::Packed { .. }))
@@ -806,16 +806,6 @@ impl Node {
             }
         }));
         Some(Node::Leaf(packed))
-    }
-
-    /// The values of a leaf that [`Node::packed`] would move into its buffer and that lie
-    /// outside the buffer the others share (0 for an internal node).
-    #[must_use]
-    pub fn loose_values(&self) -> usize {
-        match self {
-            Node::Leaf(items) => pack_census(items).0,
-            Node::Internal { .. } => 0,
-        }
     }
 
     /// Approximate memory footprint (for the cache's weigher).
