@@ -141,3 +141,96 @@ fn concurrent_durable_commits_to_many_stores() {
     let r = db.verify().unwrap();
     assert!(r.is_ok(), "{r:?}");
 }
+
+/// The items of store "s" in key order.
+fn items(db: &Database) -> Vec<(u64, String)> {
+    let tx = db.begin(TransactionMode::ForReading).unwrap();
+    let s = tx.open_btree::<u64, String>("s").unwrap();
+    s.iter()
+        .map(|i| i.map(|i| (i.key, i.value)))
+        .collect::<sop::Result<_>>()
+        .unwrap()
+}
+
+fn new_store(db: &Database) {
+    let tx = db.begin(TransactionMode::ForWriting).unwrap();
+    tx.new_btree::<u64, String>("s", StoreOptions::default())
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// A sync's leader waits a little for the committers the last sync covered (ADR 0012). Here
+/// they stop one after the other (thread `t` makes `10 * (t + 1)` commits): the ones still
+/// committing must never wait for those gone, and every commit is there after a reopen.
+#[test]
+fn committers_that_stop_do_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    new_store(&db);
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (db, start) = (db.clone(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..10 * (t + 1) {
+                    db.transact(|tx| {
+                        let s = tx.open_btree::<u64, String>("s")?;
+                        s.add(&key(t, i), &format!("{t}/{i}"))?;
+                        Ok(())
+                    })
+                    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+                }
+            })
+        })
+        .collect();
+    join_all(threads);
+    let expect: Vec<(u64, String)> = (0..THREADS)
+        .flat_map(|t| (0..10 * (t + 1)).map(move |i| (key(t, i), format!("{t}/{i}"))))
+        .collect();
+    assert_eq!(items(&db), expect);
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(items(&db), expect);
+}
+
+/// The committers a sync waits for are counted per database: threads that commit in turn to
+/// two databases (one sync covering a commit of one says nothing about the other) have every
+/// commit acknowledged and there after a reopen.
+#[test]
+fn threads_committing_to_two_databases_in_turn() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let dbs: Vec<Database> = dirs.iter().map(|d| open(d.path())).collect();
+    for db in &dbs {
+        new_store(db);
+    }
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let dbs = dbs.clone();
+            thread::spawn(move || {
+                for i in 0..COMMITS {
+                    // Thread t starts with database t % 2, then alternates.
+                    let db = &dbs[usize::from((t + i) % 2 == 1)];
+                    db.transact(|tx| {
+                        let s = tx.open_btree::<u64, String>("s")?;
+                        s.add(&key(t, i), &format!("{t}/{i}"))?;
+                        Ok(())
+                    })
+                    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+                }
+            })
+        })
+        .collect();
+    join_all(threads);
+    drop(dbs);
+    for (n, dir) in dirs.iter().enumerate() {
+        let expect: Vec<(u64, String)> = (0..4u64)
+            .flat_map(|t| {
+                (0..COMMITS)
+                    .filter(move |i| usize::from((t + i) % 2 == 1) == n)
+                    .map(move |i| (key(t, i), format!("{t}/{i}")))
+            })
+            .collect();
+        assert_eq!(items(&open(dir.path())), expect, "database {n}");
+    }
+}

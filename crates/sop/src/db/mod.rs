@@ -82,6 +82,25 @@ struct SyncState {
     /// A failed sync: every commit written but not synced has an unknown outcome (it may
     /// be found after a restart or not), so each waiter gets this I/O error.
     failed: Option<(PathBuf, std::io::ErrorKind, String)>,
+    /// Syncs completed.
+    generation: u64,
+    /// Committers whose commits the last sync covered and that have not come back with
+    /// another commit yet (see [`Shared::wait_durable`]: the next sync waits a little for them).
+    returning: usize,
+    /// The leader of the next sync while it waits for them.
+    gatherer: Option<std::thread::Thread>,
+    /// How long the last sync took: bounds that wait.
+    last_sync: Duration,
+}
+
+/// The longest a sync's leader waits for the committers the last sync covered, whatever the
+/// last sync took.
+const GATHER_MAX: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// The database (its [`Shared`]'s address) and the sync generation that covered this
+    /// thread's last commit: its next commit is one the next sync waits for.
+    static COVERED: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, u64::MAX)) };
 }
 
 impl SyncState {
@@ -89,17 +108,36 @@ impl SyncState {
     /// (all of them when a sync failed) and, when no sync is running, one thread still
     /// waiting, to lead the next sync. The others stay parked: waking every waiter after each
     /// sync cost each of them a task switch and a turn on this lock, for nothing (W4c).
-    fn wake(&mut self) {
+    ///
+    /// Returns how many of the woken threads had their commits covered.
+    fn wake(&mut self) -> usize {
         let (synced, failed) = (self.synced, self.failed.is_some());
         // A thread is to lead only when none syncs; `true` stands for "already chosen".
         let mut leader = self.syncing;
+        let mut covered = 0;
         self.parked.retain(|(seq, t)| {
-            let wake = failed || *seq <= synced || !std::mem::replace(&mut leader, true);
+            let done = *seq <= synced;
+            let wake = failed || done || !std::mem::replace(&mut leader, true);
             if wake {
+                covered += usize::from(done);
                 t.unpark();
             }
             !wake
         });
+        covered
+    }
+
+    /// A committer whose record is written arrives to wait for its sync: if the last sync
+    /// covered its previous commit, it is one of those the next sync's leader waits for.
+    fn arrive(&mut self, db: usize) {
+        if COVERED.with(|c| c.replace((0, u64::MAX))) == (db, self.generation) {
+            self.returning = self.returning.saturating_sub(1);
+            if self.returning == 0
+                && let Some(t) = &self.gatherer
+            {
+                t.unpark();
+            }
+        }
     }
 }
 
@@ -263,10 +301,19 @@ impl Shared {
     /// Waits until commit `seq` is durable and published. The first waiter to find no sync in
     /// progress syncs for everyone (group commit): one fsync covers every commit written
     /// before it started.
+    ///
+    /// Before it syncs, the leader waits, up to half the last sync's time (at most
+    /// [`GATHER_MAX`]), for the committers whose commits the last sync covered to come back
+    /// with their next ones: with one sync in flight at a time, concurrent committers would
+    /// otherwise split into two groups that take turns, each sync covering about half of
+    /// them (ADR 0012). A lone committer is back already when it leads, and never waits.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let db = std::ptr::from_ref(self) as usize;
         let mut s = self.sync.lock().map_err(poisoned)?;
+        s.arrive(db);
         loop {
             if s.synced >= seq {
+                COVERED.with(|c| c.set((db, s.generation)));
                 return Ok(());
             }
             if let Some((path, kind, msg)) = &s.failed {
@@ -289,9 +336,25 @@ impl Shared {
             }
             s.syncing = true;
             self.sync_running.store(true, Ordering::Relaxed);
+            if s.returning > 0 {
+                let until = std::time::Instant::now() + (s.last_sync / 2).min(GATHER_MAX);
+                s.gatherer = Some(std::thread::current());
+                while s.returning > 0 {
+                    let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
+                        break;
+                    };
+                    drop(s);
+                    std::thread::park_timeout(left);
+                    s = self.sync.lock().map_err(poisoned)?;
+                }
+                s.gatherer = None;
+            }
             drop(s);
+            let started = std::time::Instant::now();
             let r = self.lead_sync();
+            let took = started.elapsed();
             s = self.sync.lock().map_err(poisoned)?;
+            s.last_sync = took;
             s.syncing = false;
             self.sync_running.store(false, Ordering::Relaxed);
             match r {
@@ -311,7 +374,9 @@ impl Shared {
                     ))
                 }
             }
-            s.wake();
+            s.generation += 1;
+            // The leader's own commit, and the parked ones: all durable, or all failed.
+            s.returning = 1 + s.wake();
         }
     }
 
@@ -603,6 +668,10 @@ impl Database {
                 syncing: false,
                 parked: Vec::new(),
                 failed: None,
+                generation: 0,
+                returning: 0,
+                gatherer: None,
+                last_sync: Duration::ZERO,
             }),
             commit: Mutex::new(CommitCtx {
                 writer,
