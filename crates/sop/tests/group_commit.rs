@@ -152,6 +152,16 @@ fn items(db: &Database) -> Vec<(u64, String)> {
         .unwrap()
 }
 
+/// Thread `t`'s commit `i`: one item added to store "s".
+fn add_one(db: &Database, t: u64, i: u64) {
+    db.transact(|tx| {
+        let s = tx.open_btree::<u64, String>("s")?;
+        assert!(s.add(&key(t, i), &format!("{t}/{i}"))?, "added twice");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+}
+
 fn new_store(db: &Database) {
     let tx = db.begin(TransactionMode::ForWriting).unwrap();
     tx.new_btree::<u64, String>("s", StoreOptions::default())
@@ -174,12 +184,7 @@ fn committers_that_stop_do_not_hold_back_the_others() {
             thread::spawn(move || {
                 start.wait();
                 for i in 0..10 * (t + 1) {
-                    db.transact(|tx| {
-                        let s = tx.open_btree::<u64, String>("s")?;
-                        s.add(&key(t, i), &format!("{t}/{i}"))?;
-                        Ok(())
-                    })
-                    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+                    add_one(&db, t, i);
                 }
             })
         })
@@ -210,13 +215,7 @@ fn threads_committing_to_two_databases_in_turn() {
             thread::spawn(move || {
                 for i in 0..COMMITS {
                     // Thread t starts with database t % 2, then alternates.
-                    let db = &dbs[usize::from((t + i) % 2 == 1)];
-                    db.transact(|tx| {
-                        let s = tx.open_btree::<u64, String>("s")?;
-                        s.add(&key(t, i), &format!("{t}/{i}"))?;
-                        Ok(())
-                    })
-                    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+                    add_one(&dbs[usize::from((t + i) % 2 == 1)], t, i);
                 }
             })
         })

@@ -99,7 +99,8 @@ const GATHER_MAX: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// The database (its [`Shared`]'s address) and the sync generation that covered this
-    /// thread's last commit: its next commit is one the next sync waits for.
+    /// thread's last commit: its next commit is one the next sync waits for. A hint: a stale
+    /// match (another database opened at a closed one's address) only ends a wait early.
     static COVERED: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, u64::MAX)) };
 }
 
