@@ -50,13 +50,7 @@ fn concurrent_durable_single_insert_commits() {
                 start.wait();
                 let mut attempts = 0u64;
                 for i in 0..COMMITS {
-                    db.transact(|tx| {
-                        attempts += 1;
-                        let s = tx.open_btree::<u64, String>("s")?;
-                        assert!(s.add(&key(t, i), &format!("{t}/{i}"))?, "added twice");
-                        Ok(())
-                    })
-                    .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+                    attempts += add_one(&db, t, i);
                     // Acknowledged means visible to a transaction begun afterwards.
                     if i.is_multiple_of(50) {
                         let r = db.begin(TransactionMode::ForReading).unwrap();
@@ -152,14 +146,18 @@ fn items(db: &Database) -> Vec<(u64, String)> {
         .unwrap()
 }
 
-/// Thread `t`'s commit `i`: one item added to store "s".
-fn add_one(db: &Database, t: u64, i: u64) {
+/// Thread `t`'s commit `i`: one item added to store "s". Returns the attempts it took
+/// (`transact` retries a conflict).
+fn add_one(db: &Database, t: u64, i: u64) -> u64 {
+    let mut attempts = 0;
     db.transact(|tx| {
+        attempts += 1;
         let s = tx.open_btree::<u64, String>("s")?;
         assert!(s.add(&key(t, i), &format!("{t}/{i}"))?, "added twice");
         Ok(())
     })
     .unwrap_or_else(|e| panic!("commit {t}/{i}: {e}"));
+    attempts
 }
 
 fn new_store(db: &Database) {
